@@ -1,0 +1,183 @@
+"""The compiled Reconstructor: uint8 views in, 32^3 probabilities out.
+
+One instance holds one model, traced once per process into a TensorFlow graph
+(XLA only on devices where it was measured faster), in fp32 or bf16. It packs
+each batch's views so the encoder runs on real views only, and checks its
+input before any of it reaches the graph. It must never read images or files
+other than the model itself; decoding belongs to the pipeline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from model.saving import load_default, load_model, model_id
+
+PRECISIONS = {"fp32": "float32", "bf16": "mixed_bfloat16"}
+
+# XLA per device kind, from `jobs/benchmark.py model --xla on|off`: on this
+# project's CPUs XLA ran these convolutions 2x-14x slower than the plain graph
+# (oneDNN). On GPU it has not been measured yet, so it stays off there too
+# until a benchmark says otherwise.
+XLA_BY_DEVICE = {"CPU": False, "GPU": False}
+
+# View counts are padded up to one of these, bounding the number of distinct
+# (time) shapes the recurrence sees; past the last, to a multiple of 8.
+VIEW_BUCKETS = (1, 2, 3, 4, 5, 6, 8, 12, 16, 24)
+
+
+def view_bucket(n: int) -> int:
+    """The padded sequence length for an object with `n` views."""
+    for b in VIEW_BUCKETS:
+        if n <= b:
+            return b
+    return -(-n // 8) * 8
+
+
+def configure_gpus() -> list[str]:
+    """Turn on memory growth for every visible GPU (must run before TF's
+    first op); returns their names."""
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        # Once TF is initialised, growth was decided then; nothing to do.
+        with contextlib.suppress(RuntimeError):
+            tf.config.experimental.set_memory_growth(gpu, True)
+    return [g.name for g in gpus]
+
+
+def with_precision(model: keras.Model, precision: str) -> keras.Model:
+    """A copy of `model` computing in `precision` ("fp32" or "bf16"), same
+    weights. Inputs, logits and the output stay float32."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    if precision == "fp32":
+        return model
+    config = copy.deepcopy(model.get_config())
+    policy = PRECISIONS[precision]
+    for layer in config["layers"]:
+        if layer["class_name"] == "InputLayer" or layer["name"] in ("logits", "occupancy"):
+            continue
+        layer["config"]["dtype"] = policy
+        if "cell" in layer["config"]:
+            layer["config"]["cell"]["config"]["dtype"] = policy
+    clone = model.__class__.from_config(config)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+class Reconstructor:
+    """Reconstructs objects from their views with one compiled model.
+
+    Args:
+        model: a `keras.Model` built by `model.build`, a path or fsspec URL of
+            a `.keras` file, or None for voxray's shipped weights.
+        batch_size: objects per forward pass.
+        precision: "fp32" or "bf16" (Keras mixed precision; on CPUs with
+            AVX-512 BF16 about twice as fast).
+        device: "auto" (a GPU when TF sees one, else the CPU), "cpu" or "gpu".
+        jit_compile: force XLA on or off; None follows `XLA_BY_DEVICE`.
+        storage_options: fsspec options for a remote model URL.
+
+    Example:
+        >>> r = Reconstructor("model.keras", batch_size=8)
+        >>> probs = r.predict([np.zeros((3, r.image_size, r.image_size, 3), np.uint8)])
+        >>> probs.shape
+        (1, 32, 32, 32)
+    """
+
+    def __init__(
+        self,
+        model: keras.Model | str | os.PathLike | None = None,
+        batch_size: int = 16,
+        precision: str = "fp32",
+        device: str = "auto",
+        jit_compile: bool | None = None,
+        storage_options: dict | None = None,
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        gpus = configure_gpus()
+        if device == "auto":
+            device = "gpu" if gpus else "cpu"
+        if device not in ("cpu", "gpu"):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'gpu', got {device!r}")
+        if device == "gpu" and not gpus:
+            raise ValueError("device='gpu' but TensorFlow sees no GPU")
+        if model is None:
+            model = load_default()
+        elif not isinstance(model, keras.Model):
+            model = load_model(model, storage_options)
+        self.model_id = model_id(model)
+        self.preset = model.name
+        self.image_size = int(model.input["views"].shape[1])
+        self.batch_size = int(batch_size)
+        self.precision = precision
+        self.device = device
+        self.jit_compile = XLA_BY_DEVICE[device.upper()] if jit_compile is None else jit_compile
+        self.model = with_precision(model, precision)
+        s = self.image_size
+        self._forward = tf.function(
+            self._forward_graph,
+            input_signature=[
+                tf.TensorSpec([None, s, s, 3], tf.uint8, name="views"),
+                tf.TensorSpec([None, None], tf.int32, name="view_index"),
+            ],
+            jit_compile=self.jit_compile,
+        )
+
+    def _forward_graph(self, views: tf.Tensor, view_index: tf.Tensor) -> tf.Tensor:
+        with tf.device(f"/{self.device.upper()}:0"):
+            # Pixels cross into the graph as uint8 (4x less to copy than float).
+            x = tf.cast(views, tf.float32) * (1.0 / 255.0)
+            return self.model({"views": x, "view_index": view_index}, training=False)
+
+    def validate(self, views: Sequence[np.ndarray]) -> None:
+        """Raise ValueError naming the first bad object and what is wrong."""
+        s = self.image_size
+        if isinstance(views, np.ndarray) and views.dtype != object:
+            raise ValueError("views must be a list with one uint8 array [n, S, S, 3] per object")
+        for i, v in enumerate(views):
+            if not isinstance(v, np.ndarray):
+                raise ValueError(f"object {i}: views must be a numpy array, got {type(v).__name__}")
+            if v.dtype != np.uint8:
+                raise ValueError(f"object {i}: views must be uint8 pixels, got {v.dtype}")
+            if v.ndim != 4 or v.shape[1:] != (s, s, 3):
+                raise ValueError(
+                    f"object {i}: views must have shape [n, {s}, {s}, 3], got {list(v.shape)}"
+                )
+            if v.shape[0] == 0:
+                raise ValueError(f"object {i}: has no views")
+
+    def _pack(self, chunk: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        counts = [v.shape[0] for v in chunk]
+        rows = self.batch_size if self.jit_compile else len(chunk)
+        index = np.full((rows, view_bucket(max(counts))), -1, np.int32)
+        start = 0
+        for i, n in enumerate(counts):
+            index[i, :n] = np.arange(start, start + n)
+            start += n
+        return np.concatenate(chunk, axis=0), index
+
+    def predict(self, views: Sequence[np.ndarray]) -> np.ndarray:
+        """Probabilities `float32 [N, 32, 32, 32]` for N objects, given each
+        object's views as uint8 `[n_i, S, S, 3]` (n_i >= 1, S = image_size)."""
+        self.validate(views)
+        out = np.empty((len(views), 32, 32, 32), np.float32)
+        for start in range(0, len(views), self.batch_size):
+            chunk = views[start : start + self.batch_size]
+            packed, index = self._pack(chunk)
+            probs = self._forward(tf.constant(packed), tf.constant(index))
+            out[start : start + len(chunk)] = probs.numpy()[: len(chunk)]
+        return out
+
+    def warm_up(self, views_per_object: int = 5) -> None:
+        """Trace and run once, so the first real batch pays no compile cost."""
+        s = self.image_size
+        self.predict([np.zeros((views_per_object, s, s, 3), np.uint8)] * self.batch_size)
