@@ -41,6 +41,22 @@ def view_bucket(n: int) -> int:
     return -(-n // 8) * 8
 
 
+def pack_views(
+    views: Sequence[np.ndarray], rows: int | None = None, length: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The model's inputs for a list of objects' views: the views packed
+    `[sum n_i, S, S, 3]` and the index `[rows, length]` of each object's views
+    in the packed array (-1: no view). `rows` and `length` pad the index (at
+    least the number of objects and the most views)."""
+    counts = [v.shape[0] for v in views]
+    index = np.full((rows or len(views), length or max(counts)), -1, np.int32)
+    start = 0
+    for i, n in enumerate(counts):
+        index[i, :n] = np.arange(start, start + n)
+        start += n
+    return np.concatenate(views, axis=0), index
+
+
 def configure_gpus() -> list[str]:
     """Turn on memory growth for every visible GPU (must run before TF's
     first op); returns their names."""
@@ -155,16 +171,6 @@ class Reconstructor:
             if v.shape[0] == 0:
                 raise ValueError(f"object {i}: has no views")
 
-    def _pack(self, chunk: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        counts = [v.shape[0] for v in chunk]
-        rows = self.batch_size if self.jit_compile else len(chunk)
-        index = np.full((rows, view_bucket(max(counts))), -1, np.int32)
-        start = 0
-        for i, n in enumerate(counts):
-            index[i, :n] = np.arange(start, start + n)
-            start += n
-        return np.concatenate(chunk, axis=0), index
-
     def predict(self, views: Sequence[np.ndarray]) -> np.ndarray:
         """Probabilities `float32 [N, 32, 32, 32]` for N objects, given each
         object's views as uint8 `[n_i, S, S, 3]` (n_i >= 1, S = image_size)."""
@@ -172,7 +178,9 @@ class Reconstructor:
         out = np.empty((len(views), 32, 32, 32), np.float32)
         for start in range(0, len(views), self.batch_size):
             chunk = views[start : start + self.batch_size]
-            packed, index = self._pack(chunk)
+            rows = self.batch_size if self.jit_compile else len(chunk)
+            length = view_bucket(max(v.shape[0] for v in chunk))
+            packed, index = pack_views(chunk, rows, length)
             probs = self._forward(tf.constant(packed), tf.constant(index))
             out[start : start + len(chunk)] = probs.numpy()[: len(chunk)]
         return out
