@@ -10,7 +10,8 @@ decay. Checkpoints every --checkpoint-every steps hold the weights, the
 optimizer and the step; with --resume the run continues from the last one and
 sees exactly the samples the uninterrupted run would have (see
 `model.data.SampleStream`). Writes OUT/model.keras at the end, OUT/log.jsonl
-and TensorBoard scalars under OUT/tb as it goes.
+and TensorBoard scalars under OUT/tb as it goes; OUT/model.keras always holds
+the newest checkpoint's weights.
 """
 
 from __future__ import annotations
@@ -221,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
             window_loss, window_iou, window_n = 0.0, 0.0, 0
         if done % args.checkpoint_every == 0 or done == args.steps:
             save_checkpoint(out, done, model, optimizer)
+            # The newest weights as a model file too, usable while training goes on.
+            save_model(model, str(out / "model.keras"))
             if args.val:
                 val = evaluate(
                     model,
@@ -235,10 +238,10 @@ def main(argv: list[str] | None = None) -> int:
                         tf.summary.scalar(f"val/iou_{v}_views", x)
                 log.write(json.dumps({"step": done, "val": val["iou_by_views"]}) + "\n")
                 log.flush()
-    # The stream is endless: leaving the loop means step args.steps was reached.
+    # The stream is endless: leaving the loop means step args.steps was reached,
+    # and its checkpoint wrote the final model.keras.
     log.close()
-    save_model(model, str(out / "model.keras"))
-    print(f"saved {out / 'model.keras'}")
+    print(f"done: {out / 'model.keras'}")
     return 0
 
 

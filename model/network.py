@@ -32,6 +32,9 @@ from model.layers import (
 )
 
 LEAK = 0.01
+# The original initialises every kernel with MSRA (He) Gaussian noise; Keras'
+# default (Glorot) lets the signal fade to nothing through the decoder.
+INIT = "he_normal"
 
 
 @dataclass(frozen=True)
@@ -178,12 +181,18 @@ def _encoder(views, config: NetworkConfig):
         for c in range(block.convs):
             kernel = block.first_kernel if c == 0 else 3
             x = keras.layers.Conv2D(
-                block.filters, kernel, padding="same", name=f"conv{b}{'ab'[c]}"
+                block.filters,
+                kernel,
+                padding="same",
+                kernel_initializer=INIT,
+                name=f"conv{b}{'ab'[c]}",
             )(x)
             if config.activate_before_pool:
                 x = _lrelu(f"lrelu{b}{'ab'[c]}")(x)
         if block.shortcut == "conv":
-            short = keras.layers.Conv2D(block.filters, 1, name=f"conv{b}c")(block_in)
+            short = keras.layers.Conv2D(
+                block.filters, 1, kernel_initializer=INIT, name=f"conv{b}c"
+            )(block_in)
             x = keras.layers.Add(name=f"res{b}")([short, x])
         elif block.shortcut == "identity":
             x = keras.layers.Add(name=f"res{b}")([block_in, x])
@@ -194,7 +203,7 @@ def _encoder(views, config: NetworkConfig):
         if not config.activate_before_pool:
             x = _lrelu(f"lrelu{b}")(x)
     x = keras.layers.Flatten(name="flatten")(x)
-    x = keras.layers.Dense(config.fc_units, name="fc7")(x)
+    x = keras.layers.Dense(config.fc_units, kernel_initializer=INIT, name="fc7")(x)
     return _lrelu("lrelu_fc7")(x)
 
 
@@ -207,9 +216,11 @@ def _decoder(h, config: NetworkConfig):
         for c in range(stage.convs):
             name = f"conv{s}{'ab'[c]}" if stage.convs > 1 else f"conv{s}"
             if c == 0 and stage.unpool:
-                x = UnpoolConv3D(stage.filters, 3, name=name)(x)
+                x = UnpoolConv3D(stage.filters, 3, kernel_initializer=INIT, name=name)(x)
             else:
-                x = keras.layers.Conv3D(stage.filters, 3, padding="same", name=name)(x)
+                x = keras.layers.Conv3D(
+                    stage.filters, 3, padding="same", kernel_initializer=INIT, name=name
+                )(x)
             x = _lrelu(f"lrelu{name[4:]}")(x)
             if c == 0:
                 first_act = x
@@ -218,16 +229,22 @@ def _decoder(h, config: NetworkConfig):
             x = keras.layers.Add(name=f"res{s}")([unpooled, x])
         elif stage.shortcut == "conv":
             if stage.unpool:
-                short = UnpoolConv3D(stage.filters, 1, name=f"conv{s}c")(stage_in)
+                short = UnpoolConv3D(stage.filters, 1, kernel_initializer=INIT, name=f"conv{s}c")(
+                    stage_in
+                )
             else:
-                short = keras.layers.Conv3D(stage.filters, 1, name=f"conv{s}c")(stage_in)
+                short = keras.layers.Conv3D(
+                    stage.filters, 1, kernel_initializer=INIT, name=f"conv{s}c"
+                )(stage_in)
             x = keras.layers.Add(name=f"res{s}")([short, x])
         elif stage.shortcut == "first":
-            short = keras.layers.Conv3D(stage.filters, 3, padding="same", name=f"conv{s}c")(
-                first_act
-            )
+            short = keras.layers.Conv3D(
+                stage.filters, 3, padding="same", kernel_initializer=INIT, name=f"conv{s}c"
+            )(first_act)
             x = keras.layers.Add(name=f"res{s}")([short, x])
-    logits = keras.layers.Conv3D(2, 3, padding="same", name="logits", dtype="float32")(x)
+    logits = keras.layers.Conv3D(
+        2, 3, padding="same", kernel_initializer=INIT, name="logits", dtype="float32"
+    )(x)
     return Occupancy(name="occupancy", dtype="float32")(logits)
 
 
@@ -235,7 +252,13 @@ def _cell(config: NetworkConfig) -> keras.layers.Layer:
     cells = {"gru": ConvGRU3DCell, "lstm": ConvLSTM3DCell}
     if config.cell not in cells:
         raise ValueError(f"cell must be one of {sorted(cells)}, got {config.cell!r}")
-    return cells[config.cell](config.hidden, config.grid, name=f"{config.cell}_cell")
+    return cells[config.cell](
+        config.hidden,
+        config.grid,
+        fc_initializer=INIT,
+        conv_initializer=INIT,
+        name=f"{config.cell}_cell",
+    )
 
 
 def build_from_config(config: NetworkConfig) -> keras.Model:
