@@ -174,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
             tf.TensorSpec([None, s, s, 3], tf.uint8),
             tf.TensorSpec([None, None], tf.int32),
             tf.TensorSpec([None, 32, 32, 32], tf.int32),
-        ]
+        ],
+        autograph=False,
     )
     def train_step(views, index, voxels):
         x = tf.cast(views, tf.float32) / 255.0

@@ -41,6 +41,21 @@ def view_bucket(n: int) -> int:
     return -(-n // 8) * 8
 
 
+def bf16_supported(device: str) -> bool:
+    """Whether `device` ("cpu" | "gpu") computes bf16 natively: AVX-512 BF16 or
+    AMX on the CPU, compute capability 8.0 or newer on the GPU."""
+    if device == "gpu":
+        gpus = tf.config.list_physical_devices("GPU")
+        details = tf.config.experimental.get_device_details(gpus[0]) if gpus else {}
+        return tuple(details.get("compute_capability", (0, 0))) >= (8, 0)
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def pack_views(
     views: Sequence[np.ndarray], rows: int | None = None, length: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -95,8 +110,9 @@ class Reconstructor:
         model: a `keras.Model` built by `model.build`, a path or fsspec URL of
             a `.keras` file, or None for voxray's shipped weights.
         batch_size: objects per forward pass.
-        precision: "fp32" or "bf16" (Keras mixed precision; on CPUs with
-            AVX-512 BF16 about twice as fast).
+        precision: "fp32", "bf16" (Keras mixed precision; on CPUs with
+            AVX-512 BF16 about twice as fast), or "auto": bf16 where the device
+            computes it natively, else fp32.
         device: "auto" (a GPU when TF sees one, else the CPU), "cpu" or "gpu".
         jit_compile: force XLA on or off; None follows `XLA_BY_DEVICE`.
         storage_options: fsspec options for a remote model URL.
@@ -134,6 +150,8 @@ class Reconstructor:
         self.preset = model.name
         self.image_size = int(model.input["views"].shape[1])
         self.batch_size = int(batch_size)
+        if precision == "auto":
+            precision = "bf16" if bf16_supported(device) else "fp32"
         self.precision = precision
         self.device = device
         self.jit_compile = XLA_BY_DEVICE[device.upper()] if jit_compile is None else jit_compile
@@ -146,6 +164,8 @@ class Reconstructor:
                 tf.TensorSpec([None, None], tf.int32, name="view_index"),
             ],
             jit_compile=self.jit_compile,
+            # Plain graph code: no Python control flow on tensors to convert.
+            autograph=False,
         )
 
     def _forward_graph(self, views: tf.Tensor, view_index: tf.Tensor) -> tf.Tensor:

@@ -331,3 +331,10 @@ def test_default_weights_missing_is_clear(monkeypatch, tmp_path):
     monkeypatch.setattr(saving, "DEFAULT_WEIGHTS", tmp_path / "absent.keras")
     with pytest.raises(FileNotFoundError, match="pass a model"):
         saving.load_default()
+
+
+def test_auto_precision_follows_the_hardware(compact_model):
+    from model.reconstructor import bf16_supported
+
+    r = Reconstructor(compact_model, batch_size=1, precision="auto")
+    assert r.precision == ("bf16" if bf16_supported("cpu") else "fp32")
