@@ -1,0 +1,226 @@
+"""Every location the job touches is a URL (``s3://bucket/key``, ``/local/path``,
+``file:///local/path``), and this module is the one place that turns a URL into
+bytes: it resolves fsspec filesystems (s3fs for S3) from the standard AWS
+variables, ``AWS_ENDPOINT_URL`` included, plus the user's ``--storage-options``,
+writes whole objects atomically, and turns storage exceptions into messages
+that say what to do. It must never print or return a credential, and never
+import TensorFlow or Ray.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import tempfile
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import fsspec
+import pyarrow.fs as pafs
+from fsspec.core import url_to_fs
+
+# fsspec options whose values are credentials; they are never echoed back.
+SECRET_OPTION_WORDS = ("secret", "token", "password", "key", "credential", "session")
+
+
+class StorageError(RuntimeError):
+    """A storage problem explained for a person: what failed and what to do."""
+
+
+def is_remote(url: str) -> bool:
+    """True for URLs with a scheme other than ``file``/``local``."""
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    return scheme not in ("", "file", "local")
+
+
+def join(url: str, *parts: str) -> str:
+    """Join path parts onto a URL with ``/``, whatever the scheme."""
+    out = url.rstrip("/")
+    for part in parts:
+        out = posixpath.join(out, part.strip("/"))
+    return out
+
+
+def storage_options(url: str, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """fsspec options for ``url``: S3 settings from the standard AWS variables,
+    overridden by ``extra`` (``--storage-options``).
+
+    s3fs already reads the credential variables through botocore; the endpoint
+    and region are set explicitly so that every process resolves the same
+    endpoint whatever its botocore version.
+    """
+    options: dict[str, Any] = {}
+    if url.startswith(("s3://", "s3a://")):
+        client_kwargs: dict[str, Any] = {}
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        if endpoint:
+            client_kwargs["endpoint_url"] = endpoint
+        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        if region:
+            client_kwargs["region_name"] = region
+        if client_kwargs:
+            options["client_kwargs"] = client_kwargs
+    for key, value in (extra or {}).items():
+        if key == "client_kwargs" and isinstance(value, Mapping):
+            options["client_kwargs"] = {**options.get("client_kwargs", {}), **value}
+        else:
+            options[key] = value
+    return options
+
+
+def redact(options: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of fsspec options with every credential-like value replaced."""
+    out: dict[str, Any] = {}
+    for key, value in options.items():
+        if isinstance(value, Mapping):
+            out[key] = redact(value)
+        elif any(word in key.lower() for word in SECRET_OPTION_WORDS):
+            out[key] = "***"
+        else:
+            out[key] = value
+    return out
+
+
+def filesystem(
+    url: str, options: Mapping[str, Any] | None = None
+) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The fsspec filesystem for ``url`` and the path inside it.
+
+    Instances are not cached across calls with different credentials: fsspec's
+    instance cache is keyed on the options, which is what we want.
+    """
+    return url_to_fs(url, **storage_options(url, options))
+
+
+def arrow_filesystem(url: str, options: Mapping[str, Any] | None = None) -> pafs.FileSystem:
+    """A pyarrow filesystem over fsspec, for readers that need one (Ray Data).
+
+    pyarrow's own S3 filesystem ignores ``AWS_ENDPOINT_URL``; wrapping s3fs keeps
+    one source of truth for endpoints and credentials.
+    """
+    fs, _ = filesystem(url, options)
+    return pafs.PyFileSystem(pafs.FSSpecHandler(fs))
+
+
+def read_bytes(url: str, options: Mapping[str, Any] | None = None) -> bytes:
+    fs, path = filesystem(url, options)
+    return fs.cat_file(path)
+
+
+def write_bytes(url: str, data: bytes, options: Mapping[str, Any] | None = None) -> None:
+    """Write a whole object so that readers see all of it or none of it.
+
+    An S3 PUT is atomic by itself; a local file is written to a temporary name in
+    the same directory, flushed to disk, and renamed into place.
+    """
+    fs, path = filesystem(url, options)
+    if is_remote(url):
+        fs.pipe_file(path, data)
+        return
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{uuid.uuid4().hex[:8]}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def exists(url: str, options: Mapping[str, Any] | None = None) -> bool:
+    fs, path = filesystem(url, options)
+    return fs.exists(path)
+
+
+def remove(url: str, options: Mapping[str, Any] | None = None) -> None:
+    """Delete one object if it exists."""
+    fs, path = filesystem(url, options)
+    if fs.exists(path):
+        fs.rm_file(path)
+
+
+def list_files(url: str, suffix: str = "", options: Mapping[str, Any] | None = None) -> list[str]:
+    """URLs of the files directly under ``url`` whose names end in ``suffix``,
+    sorted; an empty list when the folder does not exist."""
+    fs, path = filesystem(url, options)
+    try:
+        entries = fs.ls(path, detail=True, refresh=True) if is_remote(url) else fs.ls(path, True)
+    except FileNotFoundError:
+        return []
+    names = sorted(
+        posixpath.basename(e["name"].rstrip("/"))
+        for e in entries
+        if e.get("type") == "file" and e["name"].endswith(suffix)
+    )
+    return [join(url, name) for name in names if not name.startswith(".")]
+
+
+def find_files(url: str, suffix: str, options: Mapping[str, Any] | None = None) -> list[str]:
+    """URLs of all files under ``url`` (recursively) ending in ``suffix``, sorted.
+
+    A URL that names a single file returns just that file.
+    """
+    fs, path = filesystem(url, options)
+    if fs.isfile(path):
+        return [url]
+    found = fs.find(path)
+    if not found and not fs.exists(path):
+        raise FileNotFoundError(url)
+    prefix = url.split("://", 1)[0] + "://" if "://" in url and is_remote(url) else ""
+    return sorted(
+        prefix + f
+        for f in found
+        if f.endswith(suffix) and not posixpath.basename(f).startswith(".")
+    )
+
+
+def explain(
+    exc: BaseException, url: str, role: str, options: Mapping[str, Any] | None = None
+) -> StorageError:
+    """Turn a storage exception into a message that says what to do.
+
+    ``role`` names what the URL is for (``input``, ``output``, ``model``). The
+    message names the URL, the endpoint and the exception type, never a credential.
+    """
+    text = f"{type(exc).__name__}: {exc}"
+    lowered = text.lower()
+    if any(w in lowered for w in ("nocredentials", "unable to locate credentials")):
+        hint = (
+            "no S3 credentials were found. Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+            "(or AWS_PROFILE) where the job runs, or pass --storage-options "
+            '\'{"key": ..., "secret": ...}\''
+        )
+    elif any(
+        w in lowered
+        for w in (
+            "could not connect",
+            "connect call failed",
+            "cannot connect",
+            "connection refused",
+            "endpointconnectionerror",
+            "name or service not known",
+            "connecttimeout",
+        )
+    ):
+        endpoint = (
+            storage_options(url, options).get("client_kwargs", {}).get("endpoint_url")
+            or "the default AWS endpoint"
+        )
+        hint = (
+            f"the storage endpoint ({endpoint}) is unreachable. Check AWS_ENDPOINT_URL or "
+            '--storage-options \'{"client_kwargs": {"endpoint_url": ...}}\' and that '
+            "the cluster's nodes can reach it"
+        )
+    elif isinstance(exc, PermissionError) or "accessdenied" in lowered or "forbidden" in lowered:
+        hint = "access was denied. Check that the credentials may read/write this location"
+    elif isinstance(exc, FileNotFoundError) or "nosuchbucket" in lowered:
+        hint = f"it does not exist. Check the {role} URL (and the bucket name)"
+    else:
+        hint = f"unexpected storage error ({type(exc).__name__}: {str(exc)[:200]})"
+    return StorageError(f"cannot use {role} {url}: {hint}.")

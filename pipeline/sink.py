@@ -1,0 +1,173 @@
+"""The job's output: per write task, ``shards/<name>.npz`` (arrays ``object_id``
+and ``probabilities`` uint8 [N,32,32,32]) and then ``manifests/<name>.parquet``
+with one row per input row of that shard, ok or failed (one pair per
+``rows_per_shard`` rows of the task). The manifest is the commit record: it is
+written only after its shard is durable, so a manifest never points at a
+missing array. ``<name>`` is a digest of the rows' keys, so a retried task
+overwrites its own files and a rerun that regroups rows never duplicates one.
+This module must never put an ``object_id`` into a path, and never write a
+manifest before its shard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from io import BytesIO
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from ray.data import Datasink
+from ray.data.block import BlockAccessor
+from ray.data.datasource.datasink import WriteResult
+
+from pipeline import io
+from pipeline.decode import FAILED, OK, SKIPPED
+from pipeline.layout import MANIFEST_SCHEMA, MANIFESTS, SHARDS
+
+# Columns that travel to the sink but are not manifest columns.
+PAYLOAD_COLUMNS = ("probabilities",)
+
+
+def shard_name(row_keys: Iterable[str]) -> str:
+    """A name derived from the rows a shard holds, independent of their order."""
+    digest = hashlib.sha256()
+    for key in sorted(row_keys):
+        digest.update(key.encode("utf-8"))
+        digest.update(b"\0")
+    return "part-" + digest.hexdigest()[:32]
+
+
+def encode_shard(object_ids: list[str], grids: list[bytes]) -> bytes:
+    """The ``.npz`` bytes of one shard."""
+    probabilities = np.frombuffer(b"".join(grids), dtype=np.uint8).reshape(-1, 32, 32, 32)
+    buffer = BytesIO()
+    np.savez_compressed(
+        buffer, object_id=np.asarray(object_ids, dtype=np.str_), probabilities=probabilities
+    )
+    return buffer.getvalue()
+
+
+def write_shard(
+    table: pa.Table, output: str, storage_options: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Write one shard and its manifest for the rows of ``table``; return counts.
+
+    ``table`` holds the model stage's rows (see ``pipeline.infer.Reconstruct``).
+    Skipped rows are counted and not written. Returns ``{"name", "rows_ok",
+    "rows_failed", "rows_skipped"}``; ``name`` is None when nothing was written.
+    """
+    status = table.column("status").to_pylist()
+    keep = [s != SKIPPED for s in status]
+    skipped = len(keep) - sum(keep)
+    rows = table.filter(pa.array(keep, pa.bool_())) if skipped else table
+    counts = {"name": None, "rows_ok": 0, "rows_failed": 0, "rows_skipped": skipped}
+    if rows.num_rows == 0:
+        return counts
+
+    name = shard_name(rows.column("row_key").to_pylist())
+    status = rows.column("status").to_pylist()
+    grids = rows.column("probabilities").to_pylist()
+    ids = rows.column("object_id").to_pylist()
+    ok = [i for i, s in enumerate(status) if s == OK and grids[i] is not None]
+    shard_path = f"{SHARDS}/{name}.npz"
+
+    index: list[int | None] = [None] * rows.num_rows
+    shard: list[str | None] = [None] * rows.num_rows
+    for position, i in enumerate(ok):
+        index[i], shard[i] = position, shard_path
+    if ok:
+        data = encode_shard([ids[i] for i in ok], [grids[i] for i in ok])
+        io.write_bytes(io.join(output, shard_path), data, storage_options)
+
+    columns: dict[str, pa.Array] = {}
+    for field in MANIFEST_SCHEMA:
+        if field.name == "shard":
+            columns["shard"] = pa.array(shard, pa.string())
+        elif field.name == "index":
+            columns["index"] = pa.array(index, pa.int32())
+        elif field.name == "status":
+            columns["status"] = pa.array([OK if s else FAILED for s in shard], pa.string())
+        else:
+            columns[field.name] = rows.column(field.name).cast(field.type)
+    # A row marked ok whose grid is missing cannot be committed as ok.
+    errors = columns["error"].to_pylist()
+    for i, s in enumerate(status):
+        if s == OK and shard[i] is None:
+            errors[i] = errors[i] or "internal: no grid for an ok row"
+    columns["error"] = pa.array(errors, pa.string())
+    for name_ in rows.column_names:
+        if name_ not in columns and name_ not in PAYLOAD_COLUMNS:
+            columns[name_] = rows.column(name_)
+    manifest = pa.table(columns)
+
+    buffer = BytesIO()
+    pq.write_table(manifest, buffer, compression="zstd")
+    # The commit: only now, with the shard durable, do these rows exist.
+    io.write_bytes(
+        io.join(output, MANIFESTS, f"{name}.parquet"), buffer.getvalue(), storage_options
+    )
+    counts.update(name=name, rows_ok=len(ok), rows_failed=rows.num_rows - len(ok))
+    return counts
+
+
+class ShardSink(Datasink[dict]):
+    """``ray.data.Datasink`` over :func:`write_shard`; totals land in ``self.totals``.
+
+    Each write task gets at least ``rows_per_shard`` rows (Ray Data gathers them)
+    and writes them as shards of at most ``rows_per_shard`` rows, each shard
+    followed by its manifest, so that shard sizes do not depend on how Ray
+    sized its blocks. A retried task sees the same rows in the same order and
+    rewrites the same files.
+
+    Args:
+        output: the output URL.
+        storage_options: fsspec options for it.
+        rows_per_shard: the most rows in one shard.
+    """
+
+    def __init__(
+        self,
+        output: str,
+        storage_options: Mapping[str, Any] | None = None,
+        rows_per_shard: int = 1024,
+    ):
+        self.output = output
+        self.storage_options = dict(storage_options or {})
+        self.rows_per_shard = rows_per_shard
+        self.totals = {"rows_ok": 0, "rows_failed": 0, "rows_skipped": 0, "shards": 0}
+
+    @property
+    def min_rows_per_write(self) -> int:
+        return self.rows_per_shard
+
+    def get_name(self) -> str:
+        return "WriteShards"
+
+    def write(self, blocks: Iterable[Any], ctx: Any) -> dict[str, Any]:
+        tables = [BlockAccessor.for_block(b).to_arrow() for b in blocks]
+        tables = [t for t in tables if t.num_rows]
+        result = {"names": [], "rows_ok": 0, "rows_failed": 0, "rows_skipped": 0}
+        if not tables:
+            return result
+        table = pa.concat_tables(tables)
+        skipped = pc.equal(table["status"], SKIPPED).to_numpy(zero_copy_only=False)
+        result["rows_skipped"] = int(skipped.sum())
+        table = table.filter(pa.array(~skipped))
+        for start in range(0, table.num_rows, self.rows_per_shard):
+            counts = write_shard(
+                table.slice(start, self.rows_per_shard), self.output, self.storage_options
+            )
+            result["names"].append(counts["name"])
+            result["rows_ok"] += counts["rows_ok"]
+            result["rows_failed"] += counts["rows_failed"]
+        return result
+
+    def on_write_complete(self, write_result: WriteResult[dict]) -> None:
+        for result in write_result.write_returns:
+            for key in ("rows_ok", "rows_failed", "rows_skipped"):
+                self.totals[key] += result[key]
+            self.totals["shards"] += len(result["names"])

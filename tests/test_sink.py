@@ -1,0 +1,152 @@
+"""The shard sink without Ray: one shard and then one manifest per write,
+content-derived names (a retry overwrites itself, a regrouped rerun never
+duplicates), no object_id in any path, and no manifest without its shard."""
+
+from __future__ import annotations
+
+import io as bytes_io
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import io
+from pipeline.layout import MANIFEST_SCHEMA
+from pipeline.sink import ShardSink, shard_name, write_shard
+
+
+def model_rows(ids: list, status: list[str], seed: int = 0) -> pa.Table:
+    """Rows shaped as the model stage emits them, with known grids."""
+    rng = np.random.default_rng(seed)
+    n = len(ids)
+    grids = [
+        rng.integers(0, 256, (32, 32, 32), dtype=np.uint8).tobytes() if s == "ok" else None
+        for s in status
+    ]
+    keys = [i if i is not None else f"null-object-id:{k}" for k, i in enumerate(ids)]
+    return pa.table(
+        {
+            "row_key": pa.array(keys, pa.string()),
+            "object_id": pa.array(ids, pa.string()),
+            "n_views": pa.array([3 if s == "ok" else None for s in status], pa.int32()),
+            "n_views_given": pa.array([3] * n, pa.int32()),
+            "sku": pa.array(range(n), pa.int64()),
+            "status": pa.array(status, pa.string()),
+            "error": pa.array([None if s != "failed" else "views is empty" for s in status]),
+            "probabilities": pa.array(grids, pa.binary()),
+            "occupied_voxels": pa.array([7 if s == "ok" else None for s in status], pa.int32()),
+            "iou": pa.array([None] * n, pa.float32()),
+            "threshold": pa.array([0.4] * n, pa.float64()),
+            "model": pa.array(["compact-test"] * n, pa.string()),
+        }
+    )
+
+
+def files_under(root: str) -> list[str]:
+    return sorted(
+        os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs
+    )
+
+
+def test_shard_and_manifest(tmp_path):
+    out = str(tmp_path / "out")
+    ids = ["a", "../../escape/b", "c", None, "d/e"]
+    status = ["ok", "ok", "failed", "failed", "ok"]
+    table = model_rows(ids, status)
+    counts = write_shard(table, out)
+    name = shard_name(table.column("row_key").to_pylist())
+    assert counts == {"name": name, "rows_ok": 3, "rows_failed": 2, "rows_skipped": 0}
+    # object ids never become paths
+    assert files_under(out) == [f"manifests/{name}.parquet", f"shards/{name}.npz"]
+
+    manifest = pq.read_table(os.path.join(out, "manifests", f"{name}.parquet"))
+    assert manifest.schema.names[: len(MANIFEST_SCHEMA)] == MANIFEST_SCHEMA.names
+    assert manifest.schema.field("index").type == pa.int32()
+    assert "sku" in manifest.column_names and "probabilities" not in manifest.column_names
+    rows = manifest.to_pylist()
+    assert [r["status"] for r in rows] == status
+    assert [r["index"] for r in rows] == [0, 1, None, None, 2]
+    assert [r["shard"] for r in rows] == [f"shards/{name}.npz"] * 2 + [None] * 2 + [
+        f"shards/{name}.npz"
+    ]
+    assert rows[2]["error"] == "views is empty" and rows[0]["error"] is None
+
+    with np.load(os.path.join(out, "shards", f"{name}.npz")) as npz:
+        assert list(npz["object_id"]) == ["a", "../../escape/b", "d/e"]
+        assert npz["probabilities"].shape == (3, 32, 32, 32)
+        assert npz["probabilities"].dtype == np.uint8
+        expected = table.column("probabilities")[4].as_py()
+        assert npz["probabilities"][2].tobytes() == expected
+
+
+def test_retry_overwrites_and_order_does_not_matter(tmp_path):
+    out = str(tmp_path / "out")
+    table = model_rows(["a", "b", "c"], ["ok", "ok", "ok"])
+    first = write_shard(table, out)
+    again = write_shard(table.take([2, 0, 1]), out)  # a retried task, rows in another order
+    assert first["name"] == again["name"]
+    assert len(files_under(out)) == 2
+    other = write_shard(model_rows(["d"], ["ok"]), out)
+    assert other["name"] != first["name"]
+    assert len(files_under(out)) == 4
+
+
+def test_skipped_rows_are_counted_not_written(tmp_path):
+    out = str(tmp_path / "out")
+    counts = write_shard(model_rows(["a", "b"], ["skipped", "skipped"]), out)
+    assert counts == {"name": None, "rows_ok": 0, "rows_failed": 0, "rows_skipped": 2}
+    assert not os.path.exists(out)
+    counts = write_shard(model_rows(["a", "b", "c"], ["skipped", "ok", "failed"]), out)
+    assert (counts["rows_ok"], counts["rows_failed"], counts["rows_skipped"]) == (1, 1, 1)
+    manifest = pq.read_table(os.path.join(out, "manifests", f"{counts['name']}.parquet"))
+    assert manifest.column("object_id").to_pylist() == ["b", "c"]
+
+
+def test_only_failed_rows_write_a_manifest_without_shard(tmp_path):
+    out = str(tmp_path / "out")
+    counts = write_shard(model_rows(["x", "y"], ["failed", "failed"]), out)
+    assert files_under(out) == [f"manifests/{counts['name']}.parquet"]
+
+
+def test_no_manifest_when_the_shard_cannot_be_written(tmp_path):
+    out = str(tmp_path / "out")
+    table = model_rows(["a", "b"], ["ok", "ok"])
+    name = shard_name(["a", "b"])
+    # a directory where the shard file must go makes its write fail
+    os.makedirs(os.path.join(out, "shards", f"{name}.npz"))
+    with pytest.raises(OSError):
+        write_shard(table, out)
+    assert not os.path.exists(os.path.join(out, "manifests"))
+
+
+def test_s3_shard_and_manifest(s3_bucket):
+    out = f"s3://{s3_bucket}/grids"
+    counts = write_shard(model_rows(["a", "b"], ["ok", "failed"]), out)
+    name = counts["name"]
+    data = io.read_bytes(io.join(out, "shards", f"{name}.npz"))
+    with np.load(bytes_io.BytesIO(data)) as npz:
+        assert list(npz["object_id"]) == ["a"]
+    manifest = pq.read_table(
+        bytes_io.BytesIO(io.read_bytes(io.join(out, "manifests", f"{name}.parquet")))
+    )
+    assert manifest.column("status").to_pylist() == ["ok", "failed"]
+
+
+def test_datasink_splits_shards_and_totals(tmp_path):
+    from ray.data.datasource.datasink import WriteResult
+
+    out = str(tmp_path / "out")
+    sink = ShardSink(out, rows_per_shard=2)
+    assert sink.min_rows_per_write == 2
+    ids = ["a", "b", "c", "d", "e", "f"]
+    table = model_rows(ids, ["ok", "failed", "skipped", "ok", "ok", "skipped"])
+    result = sink.write([table.slice(0, 2), table.slice(2)], ctx=None)
+    assert (result["rows_ok"], result["rows_failed"], result["rows_skipped"]) == (3, 1, 2)
+    assert len(result["names"]) == 2  # 4 rows to write, at most 2 per shard
+    again = sink.write([table.slice(0, 2), table.slice(2)], ctx=None)  # a retried task
+    assert again == result
+    assert len(files_under(out)) == 4
+    sink.on_write_complete(WriteResult(num_rows=6, size_bytes=0, write_returns=[result]))
+    assert sink.totals == {"rows_ok": 3, "rows_failed": 1, "rows_skipped": 2, "shards": 2}
