@@ -58,16 +58,19 @@ class Catalog:
                 self.groups.append((path, g, meta.row_group(g).num_rows))
         self.num_rows = sum(n for _, _, n in self.groups)
 
-    def rows(self, group: int) -> list[dict]:
+    def rows(self, group: int, columns: list[str] = COLUMNS) -> list[dict]:
         path, g, _ = self.groups[group]
         with self.fs.open(path, "rb") as fh:
             pf = pq.ParquetFile(fh)
-            names = [c for c in COLUMNS if c in pf.schema_arrow.names]
+            names = [c for c in columns if c in pf.schema_arrow.names]
             return pf.read_row_group(g, columns=names).to_pylist()
 
-    def __iter__(self) -> Iterator[dict]:
+    def iter_rows(self, columns: list[str] = COLUMNS) -> Iterator[dict]:
         for g in range(len(self.groups)):
-            yield from self.rows(g)
+            yield from self.rows(g, columns)
+
+    def __iter__(self) -> Iterator[dict]:
+        return self.iter_rows()
 
 
 @dataclass(frozen=True)

@@ -84,7 +84,7 @@ def category_means(data: str, storage_options: dict | None = None) -> dict[str, 
     """Mean occupancy `float [32, 32, 32]` of each category of a dataset."""
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, int] = defaultdict(int)
-    for row in Catalog(data, storage_options):
+    for row in Catalog(data, storage_options).iter_rows(["voxels", "category"]):
         c = row.get("category") or "all"
         sums[c] = sums.get(c, 0) + unpack_voxels(row["voxels"])
         counts[c] += 1
@@ -101,7 +101,7 @@ def oracle(
     """IoU of predicting each object's category-mean shape (thresholded):
     what a model gets that reads the category and ignores the images."""
     scores: dict[str, list[float]] = defaultdict(list)
-    for index, row in enumerate(Catalog(data, storage_options)):
+    for index, row in enumerate(Catalog(data, storage_options).iter_rows(["voxels", "category"])):
         if limit is not None and index >= limit:
             break
         c = row.get("category") or "all"
