@@ -29,7 +29,13 @@ from typing import Any  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from pipeline import io, resume, summary  # noqa: E402
-from pipeline.decode import INPUT_COLUMNS, MAX_PIXELS, DecodeConfig, carried_columns  # noqa: E402
+from pipeline.decode import (  # noqa: E402
+    INPUT_COLUMNS,
+    MAX_PIXELS,
+    MAX_ROW_BYTES,
+    DecodeConfig,
+    carried_columns,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_INPUT = REPO / "data" / "demo-catalog"
@@ -60,7 +66,10 @@ class JobConfig:
     storage_options: dict[str, Any] = field(default_factory=dict)
     limit: int | None = None
     rows_per_shard: int = 1024
+    rows_per_block: int = 64
     max_pixels: int = MAX_PIXELS
+    max_row_bytes: int = MAX_ROW_BYTES
+    io_retry_seconds: float = io.RETRY_SECONDS
     precision: str = "fp32"
     demo: bool = False
 
@@ -164,10 +173,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--rows-per-shard", type=int, default=1024, help="rows gathered into each shard file"
     )
     parser.add_argument(
+        "--rows-per-block",
+        type=int,
+        default=64,
+        help="input rows per Ray Data block: the unit of decoding, inference and commit that "
+        "streams through the pipeline (a Parquet row group is split to this size)",
+    )
+    parser.add_argument(
         "--max-pixels",
         type=int,
         default=MAX_PIXELS,
         help="refuse images whose header claims more pixels (decompression bombs)",
+    )
+    parser.add_argument(
+        "--max-row-bytes",
+        type=int,
+        default=MAX_ROW_BYTES,
+        help="refuse rows whose views hold more encoded bytes, before decoding any",
+    )
+    parser.add_argument(
+        "--io-retry-seconds",
+        type=float,
+        default=io.RETRY_SECONDS,
+        help="how long each write retries a storage outage before the run stops (exit 1); "
+        "reads retry through Ray Data (up to 10 attempts) on the same errors",
     )
     parser.add_argument(
         "--precision", choices=("fp32", "bf16"), default="fp32", help="model arithmetic"
@@ -184,7 +213,14 @@ def parse_args(argv: list[str]) -> JobConfig:
         args.input, args.output = str(DEMO_INPUT), str(DEMO_OUTPUT)
     if not args.input or not args.output:
         parser.error("--input and --output are both required (or give no arguments for the demo)")
-    for name in ("batch_size", "max_views", "rows_per_shard", "max_pixels"):
+    for name in (
+        "batch_size",
+        "max_views",
+        "rows_per_shard",
+        "rows_per_block",
+        "max_pixels",
+        "max_row_bytes",
+    ):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
     if args.limit is not None and args.limit < 0:
@@ -195,6 +231,8 @@ def parse_args(argv: list[str]) -> JobConfig:
         parser.error("--max-failed-fraction must be in [0, 1]")
     if args.cpus_per_actor <= 0:
         parser.error("--cpus-per-actor must be > 0")
+    if args.io_retry_seconds < 0:
+        parser.error("--io-retry-seconds must be >= 0")
     return JobConfig(
         input=args.input,
         output=args.output.rstrip("/"),
@@ -209,7 +247,10 @@ def parse_args(argv: list[str]) -> JobConfig:
         storage_options=args.storage_options,
         limit=args.limit,
         rows_per_shard=args.rows_per_shard,
+        rows_per_block=args.rows_per_block,
         max_pixels=args.max_pixels,
+        max_row_bytes=args.max_row_bytes,
+        io_retry_seconds=args.io_retry_seconds,
         precision=args.precision,
         demo=demo,
     )
@@ -394,7 +435,10 @@ def run(config: JobConfig) -> int:
 
     gpus, cpus, (min_actors, max_actors) = plan_resources(config)
     decode_config = DecodeConfig(
-        image_size=image_size, max_views=config.max_views, max_pixels=config.max_pixels
+        image_size=image_size,
+        max_views=config.max_views,
+        max_pixels=config.max_pixels,
+        max_row_bytes=config.max_row_bytes,
     )
     infer_config = InferConfig(
         model=config.model,
@@ -406,7 +450,16 @@ def run(config: JobConfig) -> int:
         precision=config.precision,
         storage_options=model_options,
     )
-    sink = ShardSink(config.output, out_options, rows_per_shard=config.rows_per_shard)
+    sink = ShardSink(
+        config.output,
+        out_options,
+        rows_per_shard=config.rows_per_shard,
+        retry_seconds=config.io_retry_seconds,
+    )
+    # Ray Data retries its reads on errors whose message matches this list; its
+    # defaults are pyarrow's S3 messages, and we read through s3fs.
+    context = ray.data.DataContext.get_current()
+    context.retried_io_errors = [*context.retried_io_errors, *io.TRANSIENT_ERRORS]
 
     ds = ray.data.read_parquet(
         [f.split("://", 1)[-1] if io.is_remote(f) else f for f in files],
@@ -415,6 +468,11 @@ def run(config: JobConfig) -> int:
     )
     if config.limit is not None:
         ds = ds.limit(config.limit)
+    # A Parquet file arrives as one block per row group (often the whole file):
+    # split it, streaming, so that several decode tasks share the work, the
+    # model starts on the first rows, and shards commit as their rows finish
+    # rather than when a whole file is done (which is what a crash loses).
+    ds = ds.repartition(target_num_rows_per_block=config.rows_per_block)
     ds = ds.map_batches(
         decode_batch,
         fn_kwargs={"config": decode_config, "committed": committed.keys},
@@ -460,7 +518,12 @@ def run(config: JobConfig) -> int:
         shards=totals["shards"],
     )
     passed = report["failed_fraction"] <= config.max_failed_fraction
-    success_url = summary.write_success(config.output, report, out_options) if passed else None
+    success_url = None
+    if passed:
+        success_url = io.retrying(
+            lambda: summary.write_success(config.output, report, out_options),
+            config.io_retry_seconds,
+        )
     print(summary.format_report(report, success_url))
     if not passed:
         print(

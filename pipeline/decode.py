@@ -24,6 +24,9 @@ TEST_BACKGROUND: tuple[int, int, int] = (240, 240, 240)
 CROP_FRACTION: float = 127 / 137
 # 64 megapixels: far above any catalog photo, far below what would exhaust a worker.
 MAX_PIXELS: int = 64_000_000
+# 64 MiB of encoded images in one row: ~6000 catalog photos of ~10 kB. A row is
+# decoded by one task; a bigger one is refused before any view is decoded.
+MAX_ROW_BYTES: int = 64 * 1024**2
 VOXEL_BYTES: int = 32 * 32 * 32 // 8
 
 # Columns the job reads from the input; everything else scalar is carried.
@@ -66,6 +69,7 @@ class DecodeConfig:
         image_size: the model's square input size.
         max_views: views beyond this many are ignored (the first ones are used).
         max_pixels: images whose header claims more pixels are refused undecoded.
+        max_row_bytes: rows whose views hold more encoded bytes are refused undecoded.
         background: RGB that transparent pixels are composited over.
         crop_fraction: side of the centre crop relative to the (squared) image.
     """
@@ -73,6 +77,7 @@ class DecodeConfig:
     image_size: int
     max_views: int = 24
     max_pixels: int = MAX_PIXELS
+    max_row_bytes: int = MAX_ROW_BYTES
     background: tuple[int, int, int] = TEST_BACKGROUND
     crop_fraction: float = CROP_FRACTION
 
@@ -185,6 +190,12 @@ def decode_views(views: list[bytes] | None, config: DecodeConfig) -> tuple[np.nd
     given = len(views)
     if given == 0:
         raise DecodeError("views is empty")
+    encoded = sum(len(v) for v in views if v is not None)
+    if encoded > config.max_row_bytes:
+        raise DecodeError(
+            f"views hold {encoded} encoded bytes, over the limit of {config.max_row_bytes}; "
+            "refused without decoding"
+        )
     used = views[: config.max_views]
     out = np.empty((len(used), config.image_size, config.image_size, 3), dtype=np.uint8)
     for i, data in enumerate(used):

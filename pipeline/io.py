@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import os
 import posixpath
+import random
 import tempfile
+import time
 import uuid
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import fsspec
 import pyarrow.fs as pafs
@@ -22,6 +24,45 @@ from fsspec.core import url_to_fs
 
 # fsspec options whose values are credentials; they are never echoed back.
 SECRET_OPTION_WORDS = ("secret", "token", "password", "key", "credential", "session")
+
+# How long a write (and any other retried storage call) keeps retrying a
+# transient error before the run gives up on it (exit 1, rerun to resume).
+RETRY_SECONDS: float = 120.0
+
+# Messages of errors that pass by themselves: an endpoint restarting, a
+# connection cut by a proxy or load balancer, throttling. botocore retries
+# these a few times (~5-10 s); an outage longer than that reaches us. Matched
+# case-insensitively against the exception's type name and message; Ray Data's
+# reader takes the same list (DataContext.retried_io_errors) for its reads.
+TRANSIENT_ERRORS = (
+    "Could not connect to the endpoint URL",
+    "Connection was closed before we received a valid response",
+    "Connection reset by peer",
+    "Connection refused",
+    "Server disconnected",
+    "Read timeout on endpoint URL",
+    "Connect timeout on endpoint URL",
+    "Broken pipe",
+    "SlowDown",
+    "ServiceUnavailable",
+    "InternalError",
+    "RequestTimeout",
+)
+_TRANSIENT_TYPES = (
+    "EndpointConnectionError",
+    "ConnectionClosedError",
+    "ReadTimeoutError",
+    "ConnectTimeoutError",
+    "ServerDisconnectedError",
+    "ClientConnectorError",
+    "ClientOSError",
+    "FSTimeoutError",
+    "ConnectionResetError",
+    "ConnectionRefusedError",
+    "BrokenPipeError",
+)
+
+T = TypeVar("T")
 
 
 class StorageError(RuntimeError):
@@ -80,6 +121,34 @@ def redact(options: Mapping[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a storage error may pass by itself (worth retrying)."""
+    for cls in type(exc).__mro__:
+        if cls.__name__ in _TRANSIENT_TYPES:
+            return True
+    text = str(exc).lower()
+    return any(pattern.lower() in text for pattern in TRANSIENT_ERRORS)
+
+
+def retrying(call: Callable[[], T], seconds: float = RETRY_SECONDS) -> T:
+    """``call()``, retried with jittered exponential backoff while it fails with
+    a transient error, for at most ``seconds``; other errors raise at once.
+
+    Every caller's operation must be idempotent: whole-object writes under a
+    content-derived name are, so a retried write is the same write.
+    """
+    deadline = time.monotonic() + seconds
+    delay = 0.5
+    while True:
+        try:
+            return call()
+        except Exception as exc:
+            if not is_transient(exc) or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay * (0.5 + random.random()))
+        delay = min(delay * 2, 10.0)
 
 
 def filesystem(

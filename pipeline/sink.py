@@ -52,13 +52,18 @@ def encode_shard(object_ids: list[str], grids: list[bytes]) -> bytes:
 
 
 def write_shard(
-    table: pa.Table, output: str, storage_options: Mapping[str, Any] | None = None
+    table: pa.Table,
+    output: str,
+    storage_options: Mapping[str, Any] | None = None,
+    retry_seconds: float = io.RETRY_SECONDS,
 ) -> dict[str, Any]:
     """Write one shard and its manifest for the rows of ``table``; return counts.
 
     ``table`` holds the model stage's rows (see ``pipeline.infer.Reconstruct``).
     Skipped rows are counted and not written. Returns ``{"name", "rows_ok",
     "rows_failed", "rows_skipped"}``; ``name`` is None when nothing was written.
+    Each write is retried through transient storage errors for up to
+    ``retry_seconds`` (see ``pipeline.io.retrying``).
     """
     status = table.column("status").to_pylist()
     keep = [s != SKIPPED for s in status]
@@ -81,7 +86,8 @@ def write_shard(
         index[i], shard[i] = position, shard_path
     if ok:
         data = encode_shard([ids[i] for i in ok], [grids[i] for i in ok])
-        io.write_bytes(io.join(output, shard_path), data, storage_options)
+        url = io.join(output, shard_path)
+        io.retrying(lambda: io.write_bytes(url, data, storage_options), retry_seconds)
 
     columns: dict[str, pa.Array] = {}
     for field in MANIFEST_SCHEMA:
@@ -107,8 +113,9 @@ def write_shard(
     buffer = BytesIO()
     pq.write_table(manifest, buffer, compression="zstd")
     # The commit: only now, with the shard durable, do these rows exist.
-    io.write_bytes(
-        io.join(output, MANIFESTS, f"{name}.parquet"), buffer.getvalue(), storage_options
+    manifest_url = io.join(output, MANIFESTS, f"{name}.parquet")
+    io.retrying(
+        lambda: io.write_bytes(manifest_url, buffer.getvalue(), storage_options), retry_seconds
     )
     counts.update(name=name, rows_ok=len(ok), rows_failed=rows.num_rows - len(ok))
     return counts
@@ -127,6 +134,7 @@ class ShardSink(Datasink[dict]):
         output: the output URL.
         storage_options: fsspec options for it.
         rows_per_shard: the most rows in one shard.
+        retry_seconds: how long each write retries transient storage errors.
     """
 
     def __init__(
@@ -134,10 +142,12 @@ class ShardSink(Datasink[dict]):
         output: str,
         storage_options: Mapping[str, Any] | None = None,
         rows_per_shard: int = 1024,
+        retry_seconds: float = io.RETRY_SECONDS,
     ):
         self.output = output
         self.storage_options = dict(storage_options or {})
         self.rows_per_shard = rows_per_shard
+        self.retry_seconds = retry_seconds
         self.totals = {"rows_ok": 0, "rows_failed": 0, "rows_skipped": 0, "shards": 0}
 
     @property
@@ -159,7 +169,10 @@ class ShardSink(Datasink[dict]):
         table = table.filter(pa.array(~skipped))
         for start in range(0, table.num_rows, self.rows_per_shard):
             counts = write_shard(
-                table.slice(start, self.rows_per_shard), self.output, self.storage_options
+                table.slice(start, self.rows_per_shard),
+                self.output,
+                self.storage_options,
+                self.retry_seconds,
             )
             result["names"].append(counts["name"])
             result["rows_ok"] += counts["rows_ok"]

@@ -110,6 +110,12 @@ def make_catalog(url: str, good: int = 6, views: int = 3, files: int = 2) -> dic
     # good and bad rows are interleaved so that bad rows share batches with good ones
     order = np.random.default_rng(SEED).permutation(table.num_rows)
     table = table.take(order)
+    write_catalog(url, table, files)
+    return expected
+
+
+def write_catalog(url: str, table: pa.Table, files: int = 4) -> None:
+    """`table` as `files` whole Parquet files under `url`."""
     fs, root = fsspec.core.url_to_fs(url, **io.storage_options(url))
     fs.makedirs(root, exist_ok=True)
     per_file = -(-table.num_rows // files)
@@ -117,7 +123,6 @@ def make_catalog(url: str, good: int = 6, views: int = 3, files: int = 2) -> dic
         buffer = bytes_io.BytesIO()
         pq.write_table(table.slice(f * per_file, per_file), buffer)
         fs.pipe_file(f"{root}/part-{f:05d}.parquet", buffer.getvalue())
-    return expected
 
 
 def build_models(folder: Path) -> tuple[str, str]:
@@ -367,3 +372,14 @@ def test_demo_runs_with_no_arguments():
     assert result.returncode == 0, result.stderr[-3000:]
     assert "outputs/demo" in result.stdout
     assert (REPO / "outputs" / "demo" / "_SUCCESS").exists()
+
+
+def test_row_byte_limit_refuses_before_decoding():
+    from pipeline.decode import DecodeConfig, DecodeError, decode_views
+
+    view = _encode(np.full((40, 40, 3), 200, np.uint8), "RGB", "PNG")
+    config = DecodeConfig(image_size=16, max_row_bytes=2 * len(view))
+    assert decode_views([view, view], config)[0].shape == (2, 16, 16, 3)
+    # a row over the limit fails whole, naming the limit, without decoding a view
+    with pytest.raises(DecodeError, match="encoded bytes, over the limit"):
+        decode_views([view, view, b"not an image"], config)

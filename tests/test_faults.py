@@ -1,0 +1,419 @@
+"""Faults with real processes: the job's driver or a model actor killed with
+SIGKILL mid-run, the S3 endpoint cut for a few seconds, and an output that
+already holds a shard without its manifest. After each, every input row has
+exactly one manifest row and the grids equal a clean run's (to rounding). The
+job runs as a user runs it, `python jobs/reconstruct.py` in its own process
+with its own local Ray; every process it starts is followed by pid and ended
+by pid."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from test_job import write_catalog
+
+from conftest import REPO, TEST_KEY_ID, TEST_SECRET, free_port
+from pipeline import io
+from pipeline.results import load_grid, read_manifests
+
+JOB = str(REPO / "jobs" / "reconstruct.py")
+SEED = 11
+OBJECTS = 96
+VIEWS = 3
+# Small shards and batches: many commits over the run, so that a fault lands
+# between the first commit and the last.
+ARGS = ["--batch-size", "4", "--rows-per-shard", "4", "--rows-per-block", "4", "--actors", "1"]
+JOB_TIMEOUT = 170.0
+
+
+# --- the catalog and a clean run ---------------------------------------------------------
+
+
+def catalog_table() -> pa.Table:
+    import shapes
+
+    rows = [shapes.generate_object(SEED, i, views=VIEWS) for i in range(OBJECTS)]
+    return pa.Table.from_pylist(rows).drop_columns(["cameras"])
+
+
+class Job:
+    """`python jobs/reconstruct.py ARGS` in its own process, with a Ray temp dir
+    of its own; every descendant it ever has is recorded, so that all of them
+    can be ended by pid even after the driver itself was killed."""
+
+    def __init__(self, args: list[str], env_update: dict | None = None):
+        self.temp_dir = tempfile.mkdtemp(prefix="vxf", dir="/tmp")  # short: Unix sockets
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        env.update(RAY_TMPDIR=self.temp_dir, **(env_update or {}))
+        self.log = Path(self.temp_dir, "job.log")
+        self._log = open(self.log, "w")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, JOB, *args],
+            env=env,
+            cwd=REPO,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        self.root = psutil.Process(self.proc.pid)
+        self.seen: dict[int, psutil.Process] = {}
+        self._stop = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, daemon=True)
+        self._watcher.start()
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            self.descendants()
+            time.sleep(0.2)
+
+    def descendants(self) -> list[psutil.Process]:
+        """Every live descendant now (recorded as it is found)."""
+        found: dict[int, psutil.Process] = {}
+        # Children of recorded processes too: after the driver is killed, what
+        # its Ray processes started is no longer under the driver.
+        for parent in [self.root, *list(self.seen.values())]:
+            with contextlib.suppress(psutil.Error):
+                for child in parent.children(recursive=True):
+                    found[child.pid] = self.seen.setdefault(child.pid, child)
+        return list(found.values())
+
+    def model_actors(self) -> list[psutil.Process]:
+        actors = []
+        for p in self.descendants():
+            with contextlib.suppress(psutil.Error):
+                if "MapWorker(MapBatches(Reconstruct))" in " ".join(p.cmdline()):
+                    actors.append(p)
+        return actors
+
+    def wait(self, timeout: float = JOB_TIMEOUT) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the job did not finish in {timeout} s:\n{self.output()[-4000:]}")
+
+    def kill_driver(self) -> None:
+        self.descendants()
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(30)
+
+    def output(self) -> str:
+        self._log.flush()
+        return self.log.read_text(errors="replace")
+
+    def ray_logs(self) -> str:
+        texts = []
+        for path in Path(self.temp_dir).rglob("*"):
+            if path.is_file() and path.suffix in (".log", ".out", ".err", ".txt", ".json"):
+                with contextlib.suppress(OSError):
+                    texts.append(path.read_text(errors="replace"))
+        return "\n".join(texts)
+
+    def close(self) -> None:
+        """End the driver, then every recorded descendant still alive, by pid."""
+        self._stop.set()
+        self._watcher.join(5)
+        if self.proc.poll() is None:
+            self.descendants()
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.descendants()
+        for p in self.seen.values():
+            with contextlib.suppress(psutil.Error):
+                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                    p.terminate()
+        for p in self.seen.values():
+            with contextlib.suppress(psutil.Error):
+                p.wait(10)
+        for p in self.seen.values():
+            with contextlib.suppress(psutil.Error):
+                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                    p.kill()
+        self._log.close()
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def job(args: list[str], env_update: dict | None = None) -> Iterator[Job]:
+    running = Job(args, env_update)
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+def wait_for_commit(output: str, job_: Job, timeout: float = 150.0) -> int:
+    """Wait until the job has committed at least one manifest; return how many."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        committed = len(io.list_files(io.join(output, "manifests"), ".parquet"))
+        if committed:
+            return committed
+        assert job_.proc.poll() is None, "job ended before committing:\n" + job_.output()[-4000:]
+        time.sleep(0.05)
+    pytest.fail(f"no manifest after {timeout} s:\n{job_.output()[-4000:]}")
+
+
+def grids(output: str) -> dict[str, np.ndarray]:
+    table = read_manifests(output)
+    return {r["object_id"]: load_grid(output, r) for r in table.to_pylist()}
+
+
+def check_once_and_equal(output: str, ids: list[str], clean: dict[str, np.ndarray]) -> dict:
+    """Every input row exactly once, ok, with the clean run's grid (within 1/255);
+    returns the _SUCCESS summary."""
+    table = read_manifests(output)
+    assert sorted(table.column("object_id").to_pylist()) == sorted(ids)
+    assert set(table.column("status").to_pylist()) == {"ok"}
+    for object_id, grid in grids(output).items():
+        diff = np.abs(grid.astype(int) - clean[object_id].astype(int))
+        assert diff.max() <= 1, object_id
+    return json.loads(io.read_bytes(io.join(output, "_SUCCESS")))
+
+
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory) -> tuple[str, list[str]]:
+    url = str(tmp_path_factory.mktemp("faults") / "catalog")
+    table = catalog_table()
+    write_catalog(url, table)
+    return url, table.column("object_id").to_pylist()
+
+
+@pytest.fixture(scope="module")
+def clean(catalog, tmp_path_factory) -> tuple[str, dict[str, np.ndarray]]:
+    """One uninterrupted run: the reference every fault run is compared with."""
+    url, ids = catalog
+    output = str(tmp_path_factory.mktemp("clean") / "grids")
+    with job(["--input", url, "--output", output, *ARGS]) as run:
+        code = run.wait()
+        assert code == 0, run.output()[-4000:]
+    reference = grids(output)
+    assert sorted(reference) == sorted(ids)
+    return output, reference
+
+
+# --- retries ---------------------------------------------------------------------------
+
+
+def test_transient_storage_errors_are_retried_others_are_not():
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise ConnectionRefusedError("[Errno 111] Connection refused")
+        return "done"
+
+    assert io.retrying(flaky, seconds=30) == "done" and len(calls) == 3
+    assert io.is_transient(OSError('Could not connect to the endpoint URL: "http://x/b/k"'))
+    assert not io.is_transient(FileNotFoundError("s3://b/k"))
+    assert not io.is_transient(PermissionError("AccessDenied"))
+
+    def missing():
+        calls.append(1)
+        raise FileNotFoundError("s3://b/k")
+
+    calls.clear()
+    with pytest.raises(FileNotFoundError):
+        io.retrying(missing, seconds=30)
+    assert len(calls) == 1  # a permanent error is not retried
+
+
+# --- the faults --------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_driver_killed_after_first_commit_then_rerun(catalog, clean, tmp_path):
+    url, ids = catalog
+    output = str(tmp_path / "grids")
+    args = ["--input", url, "--output", output, *ARGS]
+    with job(args) as run:
+        wait_for_commit(output, run)
+        run.kill_driver()
+    # killed mid-run: something committed, not everything, nothing vouched for
+    committed = read_manifests(output).num_rows
+    assert 0 < committed < len(ids)
+    assert not io.exists(io.join(output, "_SUCCESS"))
+
+    with job(args) as rerun:
+        code = rerun.wait()
+        assert code == 0, rerun.output()[-4000:]
+    summary = check_once_and_equal(output, ids, clean[1])
+    # whatever the killed run committed (its last writes may have landed while it died)
+    assert summary["rows_skipped"] >= committed > 0
+    assert summary["rows_skipped"] + summary["rows_ok"] == summary["rows_total"] == len(ids)
+
+
+@pytest.mark.slow
+def test_model_actor_killed_mid_run(catalog, clean, tmp_path):
+    url, ids = catalog
+    output = str(tmp_path / "grids")
+    with job(["--input", url, "--output", output, *ARGS]) as run:
+        wait_for_commit(output, run)
+        actors = run.model_actors()
+        assert len(actors) == 1, [p.cmdline() for p in actors]
+        os.kill(actors[0].pid, signal.SIGKILL)
+        killed_at = read_manifests(output).num_rows
+        code = run.wait()
+        assert code == 0, run.output()[-4000:]
+    assert killed_at < len(ids)  # the kill landed before the end
+    summary = check_once_and_equal(output, ids, clean[1])
+    assert summary["rows_ok"] == len(ids) and summary["rows_skipped"] == 0
+
+
+class CuttingProxy:
+    """A TCP proxy on 127.0.0.1 in front of the S3 server that can go down:
+    while cut, it closes every open connection and every new one at once
+    (as a restarting endpoint or a load balancer does)."""
+
+    def __init__(self, target_port: int):
+        self.target_port = target_port
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.down = threading.Event()
+        self.refused = 0
+        self.connections: set[socket.socket] = set()
+        self.lock = threading.Lock()
+        self.server = socket.create_server(("127.0.0.1", self.port))
+        self.server.settimeout(0.2)
+        self.running = True
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while self.running:
+            try:
+                client, _ = self.server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if self.down.is_set():
+                self.refused += 1
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.connections |= {client, upstream}
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                s.close()
+            with self.lock:
+                self.connections -= {src, dst}
+
+    def cut(self) -> None:
+        self.down.set()
+        with self.lock:
+            open_now = list(self.connections)
+        for s in open_now:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def restore(self) -> None:
+        self.down.clear()
+
+    def close(self) -> None:
+        self.running = False
+        self.cut()
+        self.server.close()
+        self.thread.join(5)
+
+
+@pytest.mark.slow
+def test_s3_outage_mid_run_is_retried_and_nothing_leaks(s3_server, catalog, clean):
+    import boto3
+
+    _, ids = catalog
+    bucket = f"voxray-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_server.endpoint, region_name="us-east-1").create_bucket(
+        Bucket=bucket
+    )
+    url, output = f"s3://{bucket}/catalog", f"s3://{bucket}/grids"
+    write_catalog(url, catalog_table())
+    proxy = CuttingProxy(s3_server.port)
+    # The secret given on the command line as well as in the environment: it
+    # must show up in no log, manifest or _SUCCESS.
+    options = json.dumps({"key": TEST_KEY_ID, "secret": TEST_SECRET})
+    args = ["--input", url, "--output", output, *ARGS, "--storage-options", options]
+    try:
+        with job(args, {"AWS_ENDPOINT_URL": proxy.endpoint}) as run:
+            wait_for_commit(output, run)
+            proxy.cut()
+            time.sleep(4.0)
+            proxy.restore()
+            code = run.wait()
+            logs = run.output() + run.ray_logs()
+            assert code == 0, run.output()[-4000:]
+    finally:
+        proxy.close()
+    assert proxy.refused > 0  # the job did hit the outage
+    summary = check_once_and_equal(output, ids, clean[1])
+    assert summary["rows_ok"] == len(ids)
+
+    fs, root = io.filesystem(output)
+    written = b"".join(fs.cat_file(p) for p in fs.find(root) if not p.endswith(".npz"))
+    for secret in (TEST_SECRET, TEST_KEY_ID):
+        assert secret not in logs
+        assert secret.encode() not in written
+    assert summary["arguments"]["storage_options"]["secret"] == "***"
+
+
+@pytest.mark.slow
+def test_shard_without_manifest_is_never_counted(catalog, clean, tmp_path):
+    url, ids = catalog
+    output = tmp_path / "grids"
+    shutil.copytree(clean[0], output)
+    (output / "_SUCCESS").unlink()
+    # A crash between the two writes: a shard whose manifest never landed ...
+    manifests = sorted((output / "manifests").glob("*.parquet"))
+    lost = pq.read_table(manifests[0]).column("object_id").to_pylist()
+    manifests[0].unlink()
+    # ... and one that nothing will ever reference, holding other rows' ids.
+    stray = output / "shards" / "part-00000000000000000000000000000000.npz"
+    np.savez_compressed(
+        stray, object_id=np.asarray(ids[:3]), probabilities=np.zeros((3, 32, 32, 32), np.uint8)
+    )
+    with job(["--input", url, "--output", str(output), *ARGS]) as run:
+        code = run.wait()
+        assert code == 0, run.output()[-4000:]
+    summary = check_once_and_equal(str(output), ids, clean[1])
+    assert summary["rows_skipped"] == len(ids) - len(lost)
+    assert summary["rows_ok"] == len(lost)
+    assert summary["output_rows_ok"] == len(ids)  # the stray shard's rows are not counted
+    referenced = set(read_manifests(str(output)).column("shard").to_pylist())
+    assert f"shards/{stray.name}" not in referenced
