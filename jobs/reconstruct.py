@@ -70,7 +70,7 @@ class JobConfig:
     max_pixels: int = MAX_PIXELS
     max_row_bytes: int = MAX_ROW_BYTES
     io_retry_seconds: float = io.RETRY_SECONDS
-    precision: str = "fp32"
+    precision: str = "auto"
     demo: bool = False
 
 
@@ -199,7 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
         "reads retry through Ray Data (up to 10 attempts) on the same errors",
     )
     parser.add_argument(
-        "--precision", choices=("fp32", "bf16"), default="fp32", help="model arithmetic"
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="model arithmetic; auto (default): bf16 where the device computes it natively "
+        "(AVX-512 BF16/AMX CPUs, GPUs of compute capability >= 8.0), else fp32",
     )
     return parser
 

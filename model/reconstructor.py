@@ -112,7 +112,8 @@ class Reconstructor:
         batch_size: objects per forward pass.
         precision: "fp32", "bf16" (Keras mixed precision; on CPUs with
             AVX-512 BF16 about twice as fast), or "auto": bf16 where the device
-            computes it natively, else fp32.
+            computes it natively, else fp32 (the default: on the evaluation set
+            bf16 moved the shipped model's 5-view IoU by +0.0001).
         device: "auto" (a GPU when TF sees one, else the CPU), "cpu" or "gpu".
         jit_compile: force XLA on or off; None follows `XLA_BY_DEVICE`.
         storage_options: fsspec options for a remote model URL.
@@ -128,7 +129,7 @@ class Reconstructor:
         self,
         model: keras.Model | str | os.PathLike | None = None,
         batch_size: int = 16,
-        precision: str = "fp32",
+        precision: str = "auto",
         device: str = "auto",
         jit_compile: bool | None = None,
         storage_options: dict | None = None,
@@ -196,13 +197,18 @@ class Reconstructor:
         object's views as uint8 `[n_i, S, S, 3]` (n_i >= 1, S = image_size)."""
         self.validate(views)
         out = np.empty((len(views), 32, 32, 32), np.float32)
+        # Batch objects of similar view counts together: the recurrence runs
+        # (masked) over the longest member's views, so mixing 1 and 24 views in
+        # one batch would pay for 24 steps on every object.
+        order = np.argsort([v.shape[0] for v in views], kind="stable")
         for start in range(0, len(views), self.batch_size):
-            chunk = views[start : start + self.batch_size]
+            members = order[start : start + self.batch_size]
+            chunk = [views[i] for i in members]
             rows = self.batch_size if self.jit_compile else len(chunk)
             length = view_bucket(max(v.shape[0] for v in chunk))
             packed, index = pack_views(chunk, rows, length)
             probs = self._forward(tf.constant(packed), tf.constant(index))
-            out[start : start + len(chunk)] = probs.numpy()[: len(chunk)]
+            out[members] = probs.numpy()[: len(chunk)]
         return out
 
     def warm_up(self, views_per_object: int = 5) -> None:

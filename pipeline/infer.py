@@ -32,7 +32,7 @@ class InferConfig:
         threshold: p(occupied) at or above which a voxel counts as occupied.
         gpus: GPUs reserved per actor; 0 hides every GPU from TensorFlow.
         cpus: CPUs reserved per actor; bounds TensorFlow's CPU threads.
-        precision: passed to the Reconstructor ("fp32", "bf16", ...).
+        precision: passed to the Reconstructor ("auto", "fp32" or "bf16").
         storage_options: fsspec options for a remote model URL.
     """
 
@@ -42,7 +42,7 @@ class InferConfig:
     threshold: float = 0.4
     gpus: float = 0.0
     cpus: float = 1.0
-    precision: str = "fp32"
+    precision: str = "auto"
     storage_options: dict[str, Any] = field(default_factory=dict)
 
 

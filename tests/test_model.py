@@ -289,13 +289,14 @@ def compact_model():
     return build("compact")
 
 
-def test_output_independent_of_batch_mates(compact_model):
-    r = Reconstructor(compact_model, batch_size=4)
+@pytest.mark.parametrize("precision,atol", [("fp32", 1e-5), ("bf16", 1 / 255)])
+def test_output_independent_of_batch_mates(compact_model, precision, atol):
+    r = Reconstructor(compact_model, batch_size=4, precision=precision)
     rng = np.random.default_rng(6)
-    objs = [rng.integers(0, 256, (n, 64, 64, 3), np.uint8) for n in (1, 5, 3, 2, 4)]
+    objs = [rng.integers(0, 256, (n, 64, 64, 3), np.uint8) for n in (1, 5, 3, 2, 4, 3, 1)]
     together = r.predict(objs)
     alone = np.stack([r.predict([o])[0] for o in objs])
-    np.testing.assert_allclose(together, alone, atol=1e-5)
+    np.testing.assert_allclose(together, alone, atol=atol)
 
 
 def test_predict_rejects_bad_input_naming_the_object(compact_model):
