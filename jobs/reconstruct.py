@@ -551,7 +551,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_SETUP
     if config.demo and code == EXIT_OK:
-        print(f"\ndemo: input {DEMO_INPUT}, output {DEMO_OUTPUT}; see docs/job.md to read it.")
+        print(
+            f"\ndemo: input {DEMO_INPUT}, output {DEMO_OUTPUT}; "
+            "see 'Reading the output' in README.md."
+        )
     return code
 
 
