@@ -31,7 +31,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from model.data import Augment, Catalog, SampleStream, iou, training_sample  # noqa: E402
+from model.data import Augment, Catalog, SampleStream, training_sample  # noqa: E402
+from pipeline.infer import iou  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

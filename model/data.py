@@ -17,24 +17,10 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from pipeline.decode import CROP_FRACTION, TEST_BACKGROUND, read_rgba, to_model_input
+from pipeline.infer import unpack_voxels
 from pipeline.io import filesystem, find_files
 
 COLUMNS = ["object_id", "views", "voxels", "category"]
-VOXELS = 32
-
-
-def unpack_voxels(packed: bytes) -> np.ndarray:
-    """`np.packbits` bytes (4096) -> bool `[32, 32, 32]`, C order."""
-    bits = np.unpackbits(np.frombuffer(packed, np.uint8), count=VOXELS**3)
-    return bits.reshape(VOXELS, VOXELS, VOXELS).astype(bool)
-
-
-def iou(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Intersection over union of boolean grids `[..., 32, 32, 32]`, per grid."""
-    axes = (-3, -2, -1)
-    inter = np.logical_and(pred, truth).sum(axes)
-    union = np.logical_or(pred, truth).sum(axes)
-    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
 
 
 class Catalog:

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from model.data import Catalog, evaluation_views, iou, unpack_voxels
+from model.data import Catalog, evaluation_views
+from pipeline.infer import iou, unpack_voxels
 
 THRESHOLD = 0.4
 

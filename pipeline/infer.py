@@ -66,12 +66,13 @@ def unpack_voxels(voxels: bytes) -> np.ndarray:
     return bits.astype(bool).reshape(GRID)
 
 
-def iou(predicted: np.ndarray, truth: np.ndarray) -> float:
-    """Intersection over union of two bool grids; 1.0 when both are empty."""
-    union = np.logical_or(predicted, truth).sum()
-    if union == 0:
-        return 1.0
-    return float(np.logical_and(predicted, truth).sum() / union)
+def iou(predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Intersection over union of bool grids ``[..., 32, 32, 32]``, one value per
+    grid; 1.0 where both are empty."""
+    axes = (-3, -2, -1)
+    inter = np.logical_and(predicted, truth).sum(axes)
+    union = np.logical_or(predicted, truth).sum(axes)
+    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
 
 
 def restrict_devices(gpus: float) -> None:
@@ -174,7 +175,7 @@ class Reconstruct:
                 grids[i] = grid.tobytes()
                 occupied_count[i] = int(mask.sum())
                 if voxels[i] is not None:
-                    ious[i] = iou(mask, unpack_voxels(voxels[i]))
+                    ious[i] = float(iou(mask, unpack_voxels(voxels[i])))
 
         out = batch.drop_columns(["pixels", "voxels", "status", "error"])
         return (

@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import REPO
-from model.data import Catalog, SampleStream, iou, unpack_voxels
+from model.data import Catalog, SampleStream
+from pipeline.infer import iou, unpack_voxels
 from shapes import CATEGORIES, generate_object
 
 
