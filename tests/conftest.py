@@ -20,6 +20,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Ray maps a local node's 127.0.0.1 to the host's own address unless this is
+# "0"; every Ray the tests start (ray.init, the job's local Ray, `ray start`)
+# inherits it, so all their traffic stays on loopback.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
 # Credentials of the moto server; tests search outputs for these to prove no
 # secret leaks.
 TEST_KEY_ID = "voxraytestkeyid"

@@ -55,7 +55,10 @@ def ray_head(s3_server, tmp_path):
     ports = {name: free_port() for name in ("gcs", "dashboard", "node", "object", "client")}
     # Unix socket paths must stay short; pytest's tmp_path can be too long.
     temp_dir = tempfile.mkdtemp(prefix="vxr", dir="/tmp")
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    # The head is pinned to loopback by --node-ip-address below; conftest's
+    # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 keeps its job agent from registering.
+    drop = ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     env.update(
         # `ray start` records its address for later plain ray.init() calls on this
         # machine; keep that record in our own folder.
