@@ -23,6 +23,9 @@ def _unrolled(model: keras.Model) -> keras.Model:
     return model.__class__.from_config(config)
 
 
+COUNTED = ("Conv2D", "Conv3D", "Conv3DBackpropInputV2", "MatMul", "BatchMatMulV2", "BatchMatMulV3")
+
+
 def _op_flops(op: tf.Operation) -> int:
     t = op.type
     if t in ("Conv2D", "Conv3D"):
@@ -43,8 +46,7 @@ def _op_flops(op: tf.Operation) -> int:
 
 def count_flops(model: keras.Model, objects: int, views: int) -> int:
     """FLOPs of one forward pass on `objects` objects with `views` views each."""
-    s = model.inputs[0].shape[1] if isinstance(model.inputs, list) else None
-    s = model.get_layer("views").output.shape[1] if s is None else s
+    s = model.input["views"].shape[1]
     flat = _unrolled(model)
     spec = {
         "views": tf.TensorSpec([objects * views, s, s, 3], tf.float32),
@@ -56,12 +58,8 @@ def count_flops(model: keras.Model, objects: int, views: int) -> int:
     total = 0
     for op in graph.get_operations():
         if any(d is None for o in list(op.inputs) + list(op.outputs) for d in (o.shape or [])):
-            if _op_flops_possible(op):
+            if op.type in COUNTED:
                 raise ValueError(f"op {op.name} has a dynamic shape; cannot count its FLOPs")
             continue
         total += _op_flops(op)
     return total
-
-
-def _op_flops_possible(op: tf.Operation) -> bool:
-    return op.type in ("Conv2D", "Conv3D", "Conv3DBackpropInputV2", "MatMul", "BatchMatMulV2")
