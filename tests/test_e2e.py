@@ -60,6 +60,8 @@ def ray_head(s3_server, tmp_path):
     drop = ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
     env = {k: v for k, v in os.environ.items() if k not in drop}
     env.update(
+        # as a user with the venv activated: the job's `python` is the venv's
+        PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
         # `ray start` records its address for later plain ray.init() calls on this
         # machine; keep that record in our own folder.
         RAY_TMPDIR=temp_dir,
