@@ -49,6 +49,13 @@ ACTOR_MEMORY = 2 * 1024**3  # bytes reserved per model actor (TensorFlow + weigh
 EXIT_OK, EXIT_RUN, EXIT_USAGE, EXIT_SETUP, EXIT_FAILED_ROWS = 0, 1, 2, 3, 4
 
 
+# Rows per Ray Data block. Each block costs Ray a task per stage and a call of
+# the actor; at 64 rows that overhead held the job to 0.67 of the model's speed
+# on 2 CPUs, at 256 to 0.88 (`jobs/benchmark.py pipeline`, README). A block of
+# 256 five-view rows holds 16 MB of decoded pixels at 64x64 (61 MB at 127x127).
+ROWS_PER_BLOCK = 256
+
+
 @dataclass(frozen=True)
 class JobConfig:
     """The job's arguments, resolved."""
@@ -66,7 +73,7 @@ class JobConfig:
     storage_options: dict[str, Any] = field(default_factory=dict)
     limit: int | None = None
     rows_per_shard: int = 1024
-    rows_per_block: int = 64
+    rows_per_block: int = ROWS_PER_BLOCK
     max_pixels: int = MAX_PIXELS
     max_row_bytes: int = MAX_ROW_BYTES
     io_retry_seconds: float = io.RETRY_SECONDS
@@ -175,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--rows-per-block",
         type=int,
-        default=64,
+        default=ROWS_PER_BLOCK,
         help="input rows per Ray Data block: the unit of decoding, inference and commit that "
         "streams through the pipeline (a Parquet row group is split to this size)",
     )
@@ -400,6 +407,9 @@ def plan_resources(config: JobConfig) -> tuple[float, float, tuple[int, int]]:
     return gpus, cpus, actors
 
 
+WRITE_CPUS = 0.25
+
+
 def run(config: JobConfig) -> int:
     """Run the job on the connected Ray; returns the exit code."""
     import ray
@@ -499,7 +509,10 @@ def run(config: JobConfig) -> int:
         memory=ACTOR_MEMORY,
     )
     try:
-        ds.write_datasink(sink)
+        # Writing is mostly waiting on storage; with a whole CPU each, write tasks
+        # queued behind decode tasks for the CPUs the actors leave, and shards
+        # committed only when decoding was done (what a crash would lose).
+        ds.write_datasink(sink, ray_remote_args={"num_cpus": WRITE_CPUS})
     except Exception as exc:
         print(
             f"error: the run stopped before every row was committed ({type(exc).__name__}: "

@@ -120,6 +120,21 @@ def test_to_model_input_half_alpha():
     assert abs(int(out[5, 5, 0]) - round(200 * (1 - 128 / 255))) <= 1
 
 
+@pytest.mark.parametrize(
+    "background", [(240, 240, 240), (225, 251, 238), (0, 0, 0), (255, 255, 255)]
+)
+def test_compositing_is_exactly_rounded_alpha_blending(background):
+    """Every (colour, alpha) pair, against round(rgb * a + bg * (1 - a)) in
+    float64: the composite the model was trained on, bit for bit."""
+    colour, alpha = np.meshgrid(np.arange(256), np.arange(256), indexing="ij")
+    rgba = np.stack([colour, colour[::-1], colour, alpha], axis=-1).astype(np.uint8)
+    out = to_model_input(rgba, 256, background=background, crop_fraction=1.0)
+    a = alpha[..., None] / 255.0
+    rgb = np.stack([colour, colour[::-1], colour], axis=-1)
+    expected = np.rint(rgb * a + np.asarray(background) * (1.0 - a)).astype(np.uint8)
+    np.testing.assert_array_equal(out, expected)
+
+
 def test_centre_crop_is_127_of_137():
     rgba = np.zeros((137, 137, 4), np.uint8)
     rgba[..., 3] = 255

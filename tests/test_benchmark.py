@@ -1,0 +1,58 @@
+"""The benchmark's command line and arithmetic. Its speed figures are not
+asserted anywhere (the machines are shared); these tests hold its output
+contract and the steady-state rate it derives from the job's runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from jobs import benchmark
+
+
+def test_decode_benchmark_cli_reports_views_per_second():
+    out = subprocess.run(
+        [sys.executable, "jobs/benchmark.py", "decode", "--objects", "3", "--runs", "1",
+         "--sizes", "64,127", "--json"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=True,
+    )  # fmt: skip
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["objects"] == 3 and result["views"] == 15
+    assert result["views_per_s_64px"] > 0 and result["views_per_s_127px"] > 0
+
+
+def test_marginal_rate_cancels_fixed_costs(monkeypatch, tmp_path):
+    """Runs that cost 20 s fixed + 0.01 s per row give 100 rows/s, whatever the
+    fixed cost; the peaks and walls of every run are kept."""
+    walls = iter([20.5, 29.0, 21.5, 31.0, 19.0, 30.0])  # scale 1, 10, 1, 10, ...
+
+    def fake_run_job(catalog: Path, output: Path, batch: int, extra: list[str]) -> dict:
+        rows = 50 if catalog.name.endswith("x1") else 500
+        return {"rows": rows, "wall_s": next(walls), "peak_mib": float(rows),
+                "peak_processes": 3, "peak_by_role_mib": {}}  # fmt: skip
+
+    monkeypatch.setattr(benchmark, "run_job", fake_run_job)
+    args = argparse.Namespace(
+        repeats=3, batch=4, cpus_per_actor=1.0, rows_per_block=8, rows_per_shard=8, model=""
+    )
+    catalogs = {1: tmp_path / "c-x1", 10: tmp_path / "c-x10"}
+    result = benchmark.marginal_rate(catalogs, tmp_path, args)
+    # medians: 20.5 and 30.0 s -> 450 extra rows in 9.5 s
+    assert result["objects_per_s"] == pytest.approx(450 / 9.5, abs=1e-3)
+    assert result["rows"] == [50, 500]
+    assert result["wall_s"] == [[20.5, 21.5, 19.0], [29.0, 31.0, 30.0]]
+    assert result["peak_mib"] == [50.0, 500.0]
+
+
+def test_bad_benchmark_flags_are_refused():
+    out = subprocess.run(
+        [sys.executable, "jobs/benchmark.py", "pipeline", "--repeats", "0"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 2 and "--repeats" in out.stderr
