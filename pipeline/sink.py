@@ -30,6 +30,7 @@ from pipeline.layout import MANIFEST_SCHEMA, MANIFESTS, SHARDS
 
 # Columns that travel to the sink but are not manifest columns.
 PAYLOAD_COLUMNS = ("probabilities",)
+GRID_BYTES = 32 * 32 * 32
 
 
 def shard_name(row_keys: Iterable[str]) -> str:
@@ -41,12 +42,25 @@ def shard_name(row_keys: Iterable[str]) -> str:
     return "part-" + digest.hexdigest()[:32]
 
 
-def encode_shard(object_ids: list[str], grids: list[bytes]) -> bytes:
-    """The ``.npz`` bytes of one shard."""
-    probabilities = np.frombuffer(b"".join(grids), dtype=np.uint8).reshape(-1, 32, 32, 32)
+def encode_shard(object_ids: list[str], grids: pa.Array | pa.ChunkedArray) -> bytes:
+    """The ``.npz`` bytes of one shard; ``grids`` holds 32768-byte binary values,
+    read straight from Arrow's buffer (no Python bytes per row)."""
+    if isinstance(grids, pa.ChunkedArray):
+        grids = grids.combine_chunks()
+    if grids.null_count or len(grids) != len(object_ids):
+        raise ValueError("every object in a shard needs its grid")
+    grids = grids.cast(pa.large_binary())
+    offsets = np.frombuffer(grids.buffers()[1], dtype=np.int64)[
+        grids.offset : grids.offset + len(grids) + 1
+    ]
+    if np.any(np.diff(offsets) != GRID_BYTES):
+        raise ValueError(f"a grid is not {GRID_BYTES} bytes")
+    values = np.frombuffer(grids.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
     buffer = BytesIO()
     np.savez_compressed(
-        buffer, object_id=np.asarray(object_ids, dtype=np.str_), probabilities=probabilities
+        buffer,
+        object_id=np.asarray(object_ids, dtype=np.str_),
+        probabilities=values.reshape(-1, 32, 32, 32),
     )
     return buffer.getvalue()
 
@@ -75,9 +89,10 @@ def write_shard(
 
     name = shard_name(rows.column("row_key").to_pylist())
     status = rows.column("status").to_pylist()
-    grids = rows.column("probabilities").to_pylist()
+    grids = rows.column("probabilities")
+    has_grid = pc.is_valid(grids).to_pylist()
     ids = rows.column("object_id").to_pylist()
-    ok = [i for i, s in enumerate(status) if s == OK and grids[i] is not None]
+    ok = [i for i, s in enumerate(status) if s == OK and has_grid[i]]
     shard_path = f"{SHARDS}/{name}.npz"
 
     index: list[int | None] = [None] * rows.num_rows
@@ -85,7 +100,7 @@ def write_shard(
     for position, i in enumerate(ok):
         index[i], shard[i] = position, shard_path
     if ok:
-        data = encode_shard([ids[i] for i in ok], [grids[i] for i in ok])
+        data = encode_shard([ids[i] for i in ok], grids.take(pa.array(ok, pa.int64())))
         url = io.join(output, shard_path)
         io.retrying(lambda: io.write_bytes(url, data, storage_options), retry_seconds)
 

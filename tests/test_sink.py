@@ -150,3 +150,20 @@ def test_datasink_splits_shards_and_totals(tmp_path):
     assert len(files_under(out)) == 4
     sink.on_write_complete(WriteResult(num_rows=6, size_bytes=0, write_returns=[result]))
     assert sink.totals == {"rows_ok": 3, "rows_failed": 1, "rows_skipped": 2, "shards": 2}
+
+
+def test_encode_shard_reads_arrow_grids_and_refuses_wrong_sizes():
+    from io import BytesIO
+
+    from pipeline.sink import encode_shard
+
+    grids = [np.full(32768, i, np.uint8).tobytes() for i in range(3)]
+    column = pa.chunked_array([pa.array(grids[:1], pa.binary()), pa.array(grids[1:], pa.binary())])
+    shard = np.load(BytesIO(encode_shard(["b", "c"], column.slice(1))))
+    assert list(shard["object_id"]) == ["b", "c"]
+    assert shard["probabilities"].shape == (2, 32, 32, 32)
+    assert (shard["probabilities"][1] == 2).all()
+    with pytest.raises(ValueError, match="32768 bytes"):
+        encode_shard(["a"], pa.array([b"short"], pa.binary()))
+    with pytest.raises(ValueError, match="needs its grid"):
+        encode_shard(["a"], pa.array([None], pa.binary()))
