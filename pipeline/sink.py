@@ -42,25 +42,37 @@ def shard_name(row_keys: Iterable[str]) -> str:
     return "part-" + digest.hexdigest()[:32]
 
 
+def grid_values(grids: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """``uint8 [N * 32768]``: the grids of a binary column, viewed in Arrow's
+    own buffers (copied once only when the column has several chunks)."""
+    chunks = grids.chunks if isinstance(grids, pa.ChunkedArray) else [grids]
+    parts = []
+    for chunk in chunks:
+        if len(chunk) == 0:
+            continue
+        if chunk.null_count:
+            raise ValueError("every object in a shard needs its grid")
+        width = np.int64 if pa.types.is_large_binary(chunk.type) else np.int32
+        offsets = np.frombuffer(chunk.buffers()[1], dtype=width)[
+            chunk.offset : chunk.offset + len(chunk) + 1
+        ]
+        if np.any(np.diff(offsets) != GRID_BYTES):
+            raise ValueError(f"a grid is not {GRID_BYTES} bytes")
+        parts.append(np.frombuffer(chunk.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]])
+    if not parts:
+        return np.empty(0, dtype=np.uint8)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
 def encode_shard(object_ids: list[str], grids: pa.Array | pa.ChunkedArray) -> bytes:
-    """The ``.npz`` bytes of one shard; ``grids`` holds 32768-byte binary values,
-    read straight from Arrow's buffer (no Python bytes per row)."""
-    if isinstance(grids, pa.ChunkedArray):
-        grids = grids.combine_chunks()
-    if grids.null_count or len(grids) != len(object_ids):
+    """The ``.npz`` bytes of one shard; ``grids`` holds 32768-byte binary values."""
+    if len(grids) != len(object_ids):
         raise ValueError("every object in a shard needs its grid")
-    grids = grids.cast(pa.large_binary())
-    offsets = np.frombuffer(grids.buffers()[1], dtype=np.int64)[
-        grids.offset : grids.offset + len(grids) + 1
-    ]
-    if np.any(np.diff(offsets) != GRID_BYTES):
-        raise ValueError(f"a grid is not {GRID_BYTES} bytes")
-    values = np.frombuffer(grids.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
     buffer = BytesIO()
     np.savez_compressed(
         buffer,
         object_id=np.asarray(object_ids, dtype=np.str_),
-        probabilities=values.reshape(-1, 32, 32, 32),
+        probabilities=grid_values(grids).reshape(-1, 32, 32, 32),
     )
     return buffer.getvalue()
 
@@ -100,7 +112,10 @@ def write_shard(
     for position, i in enumerate(ok):
         index[i], shard[i] = position, shard_path
     if ok:
-        data = encode_shard([ids[i] for i in ok], grids.take(pa.array(ok, pa.int64())))
+        # All rows ok (the usual case): the grids are encoded from the column as
+        # it is; otherwise the ok ones are taken out (a copy).
+        ok_grids = grids if len(ok) == len(ids) else grids.take(pa.array(ok, pa.int64()))
+        data = encode_shard([ids[i] for i in ok], ok_grids)
         url = io.join(output, shard_path)
         io.retrying(lambda: io.write_bytes(url, data, storage_options), retry_seconds)
 
@@ -181,7 +196,8 @@ class ShardSink(Datasink[dict]):
         table = pa.concat_tables(tables)
         skipped = pc.equal(table["status"], SKIPPED).to_numpy(zero_copy_only=False)
         result["rows_skipped"] = int(skipped.sum())
-        table = table.filter(pa.array(~skipped))
+        if result["rows_skipped"]:  # a filter copies every column, grids included
+            table = table.filter(pa.array(~skipped))
         for start in range(0, table.num_rows, self.rows_per_shard):
             counts = write_shard(
                 table.slice(start, self.rows_per_shard),
