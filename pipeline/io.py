@@ -93,6 +93,10 @@ def storage_options(url: str, extra: Mapping[str, Any] | None = None) -> dict[st
     """
     options: dict[str, Any] = {}
     if url.startswith(("s3://", "s3a://")):
+        # s3fs remembers folder listings, and answers "no such file" from a
+        # listing taken before another process wrote the file (a _SUCCESS, a
+        # manifest). The job shares its output with other processes: always ask.
+        options["use_listings_cache"] = False
         client_kwargs: dict[str, Any] = {}
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         if endpoint:

@@ -121,3 +121,24 @@ def test_explain_unreachable_endpoint_names_it_without_secrets():
     message = str(io.explain(info.value, url, "input", options))
     assert "unreachable" in message and endpoint in message
     assert TEST_SECRET not in message and TEST_KEY_ID not in message
+
+
+def test_no_stale_listing_hides_a_file_written_by_another_process(s3_bucket, s3_server):
+    """Listing a folder that does not exist yet makes s3fs list (and, with its
+    listings cache, remember) the parent; a file another process writes there
+    afterwards must still be found. (This is how a fault test once read no
+    _SUCCESS right after the job had written it.)"""
+    import boto3
+
+    url = f"s3://{s3_bucket}/grids"
+    io.write_bytes(io.join(url, "other"), b"x")  # the parent exists, the folder not yet
+    assert io.list_files(io.join(url, "manifests"), ".parquet") == []
+    assert not io.exists(io.join(url, "_SUCCESS"))
+    client = boto3.client("s3", endpoint_url=s3_server.endpoint, region_name="us-east-1")
+    client.put_object(Bucket=s3_bucket, Key="grids/_SUCCESS", Body=b"{}")
+    client.put_object(Bucket=s3_bucket, Key="grids/manifests/a.parquet", Body=b"m")
+    assert io.read_bytes(io.join(url, "_SUCCESS")) == b"{}"
+    assert io.exists(io.join(url, "_SUCCESS"))
+    assert io.list_files(io.join(url, "manifests"), ".parquet") == [
+        f"s3://{s3_bucket}/grids/manifests/a.parquet"
+    ]
