@@ -132,6 +132,17 @@ def make_catalog(
         pq.write_table(table, folder / f"part-{f:05d}.parquet")
 
 
+def catalog_views(folder: Path) -> list[list[bytes]]:
+    """The ``views`` column of every row of a local catalog, file by file."""
+    import pyarrow.parquet as pq
+
+    return [
+        views
+        for f in sorted(folder.rglob("*.parquet"))
+        for views in pq.read_table(f, columns=["views"]).column("views").to_pylist()
+    ]
+
+
 def process_role(proc) -> str:
     import psutil
 
@@ -247,8 +258,6 @@ def model_only(catalog: Path, args: argparse.Namespace) -> dict:
     """The Reconstructor alone on the catalog's decoded views, as the job's actor
     holds it (`load_reconstructor`: same batch size, precision and thread
     count); median objects/s of ``args.runs`` passes over all of them."""
-    import pyarrow.parquet as pq
-
     from pipeline.decode import DecodeConfig, decode_views
     from pipeline.infer import InferConfig, load_reconstructor
 
@@ -257,10 +266,7 @@ def model_only(catalog: Path, args: argparse.Namespace) -> dict:
     )
     rec = load_reconstructor(config)
     decode = DecodeConfig(image_size=rec.image_size)
-    views = []
-    for f in sorted(catalog.glob("*.parquet")):
-        for row in pq.read_table(f, columns=["views"]).column("views").to_pylist():
-            views.append(decode_views(row, decode)[0])
+    views = [decode_views(row, decode)[0] for row in catalog_views(catalog)]
     rec.warm_up()
     rec.predict(views[: args.batch * 2])
     times = []
@@ -324,7 +330,6 @@ def bench_views(args: argparse.Namespace) -> dict:
     import tempfile
 
     import numpy as np
-    import pyarrow.parquet as pq
 
     from model import Reconstructor
     from model.flops import count_flops
@@ -338,11 +343,7 @@ def bench_views(args: argparse.Namespace) -> dict:
     job = {name: marginal_rate(c, work, args) for name, c in catalogs.items()}
     alone = {name: model_only(c[1], args) for name, c in catalogs.items()}
 
-    counts = [
-        len(v)
-        for f in sorted(catalogs["mixed"][1].glob("*.parquet"))
-        for v in pq.read_table(f, columns=["views"]).column("views").to_pylist()
-    ]
+    counts = [len(v) for v in catalog_views(catalogs["mixed"][1])]
     net = Reconstructor(args.model or None).model
     per_views = {n: count_flops(net, 1, n) for n in sorted(set(counts) | {5})}
     # objects/s at a fixed FLOP rate goes as 1 / (mean FLOPs per object)
@@ -379,18 +380,14 @@ def bench_decode(args: argparse.Namespace) -> dict:
     CPUs that feed an actor. Median of ``args.runs`` passes."""
     import tempfile
 
-    import pyarrow.parquet as pq
-
     from pipeline.decode import DecodeConfig, decode_views
 
     if args.catalog:
-        files = sorted(Path(args.catalog).rglob("*.parquet"))
+        folder = Path(args.catalog)
     else:
         folder = Path(tempfile.mkdtemp(prefix="voxray-bench-")) / "catalog"
         make_catalog(folder, args.objects, 1, args.views)
-        files = sorted(folder.glob("*.parquet"))
-    rows = [v for f in files for v in pq.read_table(f, columns=["views"])["views"].to_pylist()]
-    rows = rows[: args.objects]
+    rows = catalog_views(folder)[: args.objects]
     n_views = sum(len(r) for r in rows)
     result: dict = {"objects": len(rows), "views": n_views}
     for size in args.sizes:

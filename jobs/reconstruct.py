@@ -42,6 +42,9 @@ DEMO_INPUT = REPO / "data" / "demo-catalog"
 DEMO_OUTPUT = REPO / "outputs" / "demo"
 DEMO_OBJECTS, DEMO_VIEWS, DEMO_SEED = 48, 5, 0
 ACTOR_MEMORY = 2 * 1024**3  # bytes reserved per model actor (TensorFlow + weights)
+# Two write tasks per CPU: they wait on storage more than they compute, and
+# each holds up to --rows-per-shard rows, so more would only add memory.
+WRITE_CPUS = 0.5
 
 # Exit codes: 0 every row accounted for; 1 the run could not finish (rerun to
 # resume); 2 bad arguments; 3 a setup problem (storage, model, output); 4 more
@@ -405,11 +408,6 @@ def plan_resources(config: JobConfig) -> tuple[float, float, tuple[int, int]]:
             file=sys.stderr,
         )
     return gpus, cpus, actors
-
-
-# Two write tasks per CPU: they wait on storage more than they compute, and
-# each holds up to --rows-per-shard rows, so more would only add memory.
-WRITE_CPUS = 0.5
 
 
 def run(config: JobConfig) -> int:

@@ -26,11 +26,12 @@ from ray.data.datasource.datasink import WriteResult
 
 from pipeline import io
 from pipeline.decode import FAILED, OK, SKIPPED
+from pipeline.infer import GRID
 from pipeline.layout import MANIFEST_SCHEMA, MANIFESTS, SHARDS
 
 # Columns that travel to the sink but are not manifest columns.
 PAYLOAD_COLUMNS = ("probabilities",)
-GRID_BYTES = 32 * 32 * 32
+GRID_BYTES = int(np.prod(GRID))  # one uint8 probability per voxel
 
 
 def shard_name(row_keys: Iterable[str]) -> str:
@@ -72,7 +73,7 @@ def encode_shard(object_ids: list[str], grids: pa.Array | pa.ChunkedArray) -> by
     np.savez_compressed(
         buffer,
         object_id=np.asarray(object_ids, dtype=np.str_),
-        probabilities=grid_values(grids).reshape(-1, 32, 32, 32),
+        probabilities=grid_values(grids).reshape(-1, *GRID),
     )
     return buffer.getvalue()
 
