@@ -579,5 +579,24 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
+def leave(code: int) -> None:
+    """End the driver process with `code`, whatever Ray's threads are doing.
+
+    A plain exit runs ray.shutdown() from atexit while Ray's own background
+    threads (Ray Data's, the core worker's callbacks) may still touch the core
+    worker; one that does after shutdown makes Ray end the process with exit
+    code 1, after the summary was printed (seen in CI under `ray job submit`).
+    A driver on a cluster it joined leaves without shutting down (the cluster
+    reclaims a departed driver's workers); a local Ray this process started is
+    shut down first so that none of its processes outlive the job.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized() and not os.environ.get("RAY_ADDRESS"):
+        ray.shutdown()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    leave(main())

@@ -140,7 +140,13 @@ def test_ray_job_submit_end_to_end(ray_head, s3_bucket, tmp_path):
             break
         time.sleep(2)
     logs = submit.stdout + submit.stderr
-    assert submit.returncode == 0, logs[-5000:]
+    if submit.returncode != 0:
+        report = [f"ray job submit exited {submit.returncode}", logs[-6000:]]
+        session_logs = Path(env["RAY_TMPDIR"]).glob("session_*/logs/*")
+        for path in [tmp_path / "ray-head.log", *sorted(session_logs)]:
+            if path.name.startswith(("ray-head", "job-driver", "runtime_env", "raylet.err")):
+                report += [f"--- {path.name} (tail) ---", path.read_text(errors="replace")[-3000:]]
+        pytest.fail("\n".join(report))
     assert "succeeded" in logs
     assert "voxray reconstruct: done" in logs and output in logs
     assert TEST_SECRET not in logs and TEST_KEY_ID not in logs
