@@ -52,7 +52,11 @@ def ray_head(s3_server, tmp_path):
     """`ray start --head --block` with token auth, on loopback ports; yields
     (dashboard address, env with the token)."""
     token = secrets.token_hex(32)
-    ports = {name: free_port() for name in ("gcs", "dashboard", "node", "object", "client")}
+    # Every port is chosen here: Ray's fixed defaults (the agent's 52365) can be
+    # held by another Ray on the machine, and then the job agent never comes up.
+    names = ("gcs", "dashboard", "node", "object", "client")
+    names += ("agent", "agent-grpc", "env", "metrics")
+    ports = {name: free_port() for name in names}
     # Unix socket paths must stay short; pytest's tmp_path can be too long.
     temp_dir = tempfile.mkdtemp(prefix="vxr", dir="/tmp")
     # The head is pinned to loopback by --node-ip-address below; conftest's
@@ -81,6 +85,10 @@ def ray_head(s3_server, tmp_path):
             "--node-manager-port", str(ports["node"]),
             "--object-manager-port", str(ports["object"]),
             "--ray-client-server-port", str(ports["client"]),
+            "--dashboard-agent-listen-port", str(ports["agent"]),
+            "--dashboard-agent-grpc-port", str(ports["agent-grpc"]),
+            "--runtime-env-agent-port", str(ports["env"]),
+            "--metrics-export-port", str(ports["metrics"]),
             "--include-dashboard", "true",
             "--num-cpus", "2", "--num-gpus", "0",
             "--temp-dir", temp_dir,
