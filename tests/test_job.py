@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io as bytes_io
 import json
+import os
 import subprocess
 import sys
 import zlib
@@ -383,3 +384,29 @@ def test_row_byte_limit_refuses_before_decoding():
     # a row over the limit fails whole, naming the limit, without decoding a view
     with pytest.raises(DecodeError, match="encoded bytes, over the limit"):
         decode_views([view, view, b"not an image"], config)
+
+
+def test_workers_get_the_memory_settings_and_the_users_own_win(tmp_path):
+    """connect_ray hands WORKER_ENV to every worker of a local Ray; a variable
+    the user already set is left as the user set it."""
+    script = f"""
+import os, sys, json
+sys.path.insert(0, {str(REPO)!r})
+import ray
+from jobs import reconstruct
+reconstruct.connect_ray()
+names = sorted(reconstruct.WORKER_ENV)
+seen = ray.get(ray.remote(num_cpus=0)(lambda: {{k: os.environ.get(k) for k in names}}).remote())
+print(json.dumps(seen))
+reconstruct.leave(0)
+"""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["MALLOC_ARENA_MAX"] = "4"
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    from jobs.reconstruct import WORKER_ENV
+
+    assert seen == dict(WORKER_ENV, MALLOC_ARENA_MAX="4")
