@@ -94,14 +94,24 @@ def batch_stream(args, catalog: Catalog, image_size: int, start_step: int):
                 samples = list(pool.map(one, items))
                 views, index = pack_views([s[0] for s in samples])
                 voxels = np.stack([s[1] for s in samples]).astype(np.int32)
-                out.put((step, views, index, voxels))
+                while not stop.is_set():
+                    try:
+                        out.put((step, views, index, voxels), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
 
-    threading.Thread(target=produce, daemon=True).start()
+    # Stopped and joined when the consumer is done: a producer still decoding
+    # when the interpreter exits can abort it ("terminate called without an
+    # active exception", exit code 134 after a finished run).
+    producer = threading.Thread(target=produce, daemon=True)
+    producer.start()
     try:
         while True:
             yield out.get()
     finally:
         stop.set()
+        producer.join()
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -193,8 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     writer = tf.summary.create_file_writer(str(out / "tb"))
     log = open(out / "log.jsonl", "a")  # noqa: SIM115  (closed at the end of main)
     t0, window_loss, window_iou, window_n = time.perf_counter(), 0.0, 0.0, 0
-    for step, views, index, voxels in batch_stream(args, catalog, s, start):
+    batches = batch_stream(args, catalog, s, start)
+    for step, views, index, voxels in batches:
         if step >= args.steps:
+            batches.close()  # stops and joins the decoding thread
             break
         loss, p = train_step(views, index, voxels)
         window_loss += float(loss)
