@@ -386,7 +386,7 @@ def test_row_byte_limit_refuses_before_decoding():
         decode_views([view, view, b"not an image"], config)
 
 
-def test_workers_get_the_memory_settings_and_the_users_own_win(tmp_path):
+def test_workers_get_the_memory_settings_and_the_users_own_win():
     """connect_ray hands WORKER_ENV to every worker of a local Ray; a variable
     the user already set is left as the user set it."""
     script = f"""
