@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from shapes.categories import CATEGORIES, build
-from shapes.dataset import category_of, object_rngs, sample_cameras
+from shapes.dataset import category_of, generate_object, object_rngs, sample_cameras
 from shapes.primitives import voxelize
 from shapes.render import encode_png, raycast_voxels, render
 
@@ -67,6 +67,24 @@ def silhouette_iou(row: dict, size: int | None = None) -> list[float]:
     return out
 
 
+def silhouette_survey(seed: int, objects: int) -> dict:
+    """Silhouette IoU over every view of objects 0..objects-1 of `seed`; lists views under 0.9."""
+    scores, low = [], []
+    for i in range(objects):
+        for k, s in enumerate(silhouette_iou(generate_object(seed, i))):
+            scores.append(s)
+            if s < 0.9:
+                low.append({"category": category_of(i), "object": i, "view": k, "iou": round(s, 3)})
+    return {
+        "views": len(scores),
+        "min": round(float(np.min(scores)), 3),
+        "p1": round(float(np.percentile(scores, 1)), 3),
+        "median": round(float(np.median(scores)), 3),
+        "fraction_at_least_0.9": round(float(np.mean(np.asarray(scores) >= 0.9)), 4),
+        "under_0.9": low,
+    }
+
+
 def image_stats(seed: int, objects: int, views: int = 24, size: int = 137) -> dict[str, float]:
     """Mean foreground fraction and PNG size per view, over `objects` objects."""
     fg, nbytes, border = [], [], 0
@@ -93,7 +111,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fit-seed", type=int, default=0)
     ap.add_argument("--eval-seed", type=int, default=1)
     ap.add_argument("--image-objects", type=int, default=26, help="objects for image stats")
+    ap.add_argument(
+        "--silhouette-objects",
+        type=int,
+        default=0,
+        help="only survey render/voxel agreement: every view of this many objects of --eval-seed",
+    )
     args = ap.parse_args(argv)
+    if args.silhouette_objects:
+        print(json.dumps(silhouette_survey(args.eval_seed, args.silhouette_objects)))
+        return 0
     oracle = oracle_iou(args.objects, args.fit_seed, args.eval_seed)
     for cat, s in oracle.items():
         print(

@@ -12,7 +12,7 @@ from shapes.dataset import generate_object, object_rngs
 from shapes.preview import decode_voxels
 from shapes.primitives import BOX, CYLINDER, ELLIPSOID, WEDGE, Scene, inside, rotation, voxelize
 from shapes.render import Camera, raycast_voxels, render
-from shapes.stats import iou, silhouette_iou
+from shapes.stats import iou, silhouette_iou, silhouette_survey
 
 
 def one(kind, centre=(0, 0, 0), half=(0.25, 0.125, 0.1875), rot=(0, 0, 0)):
@@ -109,3 +109,10 @@ def test_silhouettes_agree_with_voxels(category):
         row = generate_object(2, index, category, views=3)
         scores = silhouette_iou(row)
         assert min(scores) >= 0.9, (category, index, np.round(scores, 3))
+
+
+def test_silhouette_survey_counts_every_view_and_lists_the_short_ones():
+    survey = silhouette_survey(seed=2, objects=2)
+    assert survey["views"] == 48  # 24 views each
+    assert 0.9 <= survey["min"] <= survey["p1"] <= survey["median"] <= 1.0
+    assert survey["fraction_at_least_0.9"] == 1.0 and survey["under_0.9"] == []
