@@ -581,13 +581,26 @@ def run(config: JobConfig) -> int:
     return EXIT_OK
 
 
+def run_demo(config: JobConfig) -> int:
+    """The demo's run. Its output folder is its own: grids of other weights (an older
+    voxray's) are cleared rather than refused, so the README's command keeps working."""
+    try:
+        return run(config)
+    except resume.OutputConflict:
+        print(f"demo: {DEMO_OUTPUT} holds grids of other weights; starting it afresh")
+        shutil.rmtree(DEMO_OUTPUT)
+        return run(config)
+
+
 def main(argv: list[str] | None = None) -> int:
     config = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         if config.demo:
             connect_ray()
             make_demo_dataset(DEMO_INPUT)
-        code = run(config)
+            code = run_demo(config)
+        else:
+            code = run(config)
     except (SetupError, io.StorageError, resume.OutputConflict) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_SETUP

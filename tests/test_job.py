@@ -369,10 +369,17 @@ def test_demo_runs_with_no_arguments():
     """The README's first command. Needs the shipped weights."""
     if not (REPO / "model" / "weights" / "compact.keras").exists():
         pytest.skip("model/weights/compact.keras is not trained yet")
+    # An earlier demo run with other weights (an older voxray) must not block it.
+    demo = REPO / "outputs" / "demo"
+    demo.mkdir(parents=True, exist_ok=True)
+    (demo / "_SUCCESS").write_text(json.dumps({"model": "compact-000000000000"}))
     result = cli([])
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "holds grids of other weights; starting it afresh" in result.stdout
     assert "outputs/demo" in result.stdout
-    assert (REPO / "outputs" / "demo" / "_SUCCESS").exists()
+    done = json.loads((demo / "_SUCCESS").read_text())
+    assert done["model"].startswith("compact-") and done["model"] != "compact-000000000000"
+    assert done["rows_ok"] == 48 and done["rows_skipped"] == 0
 
 
 def test_row_byte_limit_refuses_before_decoding():
