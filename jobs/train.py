@@ -17,6 +17,7 @@ the newest checkpoint's weights.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import queue
@@ -203,55 +204,55 @@ def main(argv: list[str] | None = None) -> int:
     writer = tf.summary.create_file_writer(str(out / "tb"))
     log = open(out / "log.jsonl", "a")  # noqa: SIM115  (closed at the end of main)
     t0, window_loss, window_iou, window_n = time.perf_counter(), 0.0, 0.0, 0
-    batches = batch_stream(args, catalog, s, start)
-    for step, views, index, voxels in batches:
-        if step >= args.steps:
-            batches.close()  # stops and joins the decoding thread
-            break
-        loss, p = train_step(views, index, voxels)
-        window_loss += float(loss)
-        window_iou += float(np.mean(iou(p.numpy() >= 0.4, voxels.astype(bool))))
-        window_n += 1
-        done = step + 1
-        if done % args.log_every == 0 or done == args.steps:
-            rate = (done - start) / (time.perf_counter() - t0)
-            record = {
-                "step": done,
-                "loss": round(window_loss / window_n, 5),
-                "iou": round(window_iou / window_n, 4),
-                "lr": float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
-                "steps_per_s": round(rate, 3),
-            }
-            eta = (args.steps - done) / max(rate, 1e-9)
-            print(
-                f"step {done}/{args.steps}  loss {record['loss']:.4f}  iou {record['iou']:.3f}  "
-                f"{rate:.2f} steps/s  eta {eta / 60:.0f} min",
-                flush=True,
-            )
-            with writer.as_default(step=done):
-                for k in ("loss", "iou", "lr"):
-                    tf.summary.scalar(f"train/{k}", record[k])
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-            window_loss, window_iou, window_n = 0.0, 0.0, 0
-        if done % args.checkpoint_every == 0 or done == args.steps:
-            save_checkpoint(out, done, model, optimizer)
-            # The newest weights as a model file too, usable while training goes on.
-            save_model(model, str(out / "model.keras"))
-            if args.val:
-                val = evaluate(
-                    model,
-                    args.val,
-                    views=(1, 5),
-                    limit=args.val_objects,
-                    storage_options=args.storage_options,
+    # Closing the stream stops and joins its decoding thread, however the loop ends.
+    with contextlib.closing(batch_stream(args, catalog, s, start)) as batches:
+        for step, views, index, voxels in batches:
+            if step >= args.steps:
+                break
+            loss, p = train_step(views, index, voxels)
+            window_loss += float(loss)
+            window_iou += float(np.mean(iou(p.numpy() >= 0.4, voxels.astype(bool))))
+            window_n += 1
+            done = step + 1
+            if done % args.log_every == 0 or done == args.steps:
+                rate = (done - start) / (time.perf_counter() - t0)
+                record = {
+                    "step": done,
+                    "loss": round(window_loss / window_n, 5),
+                    "iou": round(window_iou / window_n, 4),
+                    "lr": float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
+                    "steps_per_s": round(rate, 3),
+                }
+                eta = (args.steps - done) / max(rate, 1e-9)
+                print(
+                    f"step {done}/{args.steps}  loss {record['loss']:.4f}  "
+                    f"iou {record['iou']:.3f}  {rate:.2f} steps/s  eta {eta / 60:.0f} min",
+                    flush=True,
                 )
-                print(f"  val iou by views {val['iou_by_views']}", flush=True)
                 with writer.as_default(step=done):
-                    for v, x in val["iou_by_views"].items():
-                        tf.summary.scalar(f"val/iou_{v}_views", x)
-                log.write(json.dumps({"step": done, "val": val["iou_by_views"]}) + "\n")
+                    for k in ("loss", "iou", "lr"):
+                        tf.summary.scalar(f"train/{k}", record[k])
+                log.write(json.dumps(record) + "\n")
                 log.flush()
+                window_loss, window_iou, window_n = 0.0, 0.0, 0
+            if done % args.checkpoint_every == 0 or done == args.steps:
+                save_checkpoint(out, done, model, optimizer)
+                # The newest weights as a model file too, usable while training goes on.
+                save_model(model, str(out / "model.keras"))
+                if args.val:
+                    val = evaluate(
+                        model,
+                        args.val,
+                        views=(1, 5),
+                        limit=args.val_objects,
+                        storage_options=args.storage_options,
+                    )
+                    print(f"  val iou by views {val['iou_by_views']}", flush=True)
+                    with writer.as_default(step=done):
+                        for v, x in val["iou_by_views"].items():
+                            tf.summary.scalar(f"val/iou_{v}_views", x)
+                    log.write(json.dumps({"step": done, "val": val["iou_by_views"]}) + "\n")
+                    log.flush()
     # The stream is endless: leaving the loop means step args.steps was reached,
     # and its checkpoint wrote the final model.keras.
     log.close()

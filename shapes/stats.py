@@ -71,10 +71,13 @@ def silhouette_survey(seed: int, objects: int) -> dict:
     """Silhouette IoU over every view of objects 0..objects-1 of `seed`; lists views under 0.9."""
     scores, low = [], []
     for i in range(objects):
-        for k, s in enumerate(silhouette_iou(generate_object(seed, i))):
+        row = generate_object(seed, i)
+        for k, s in enumerate(silhouette_iou(row)):
             scores.append(s)
             if s < 0.9:
-                low.append({"category": category_of(i), "object": i, "view": k, "iou": round(s, 3)})
+                low.append(
+                    {"category": row["category"], "object": i, "view": k, "iou": round(s, 3)}
+                )
     return {
         "views": len(scores),
         "min": round(float(np.min(scores)), 3),
