@@ -42,6 +42,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--data", required=True, help="training Parquet (local path or s3:// URL)")
     p.add_argument("--preset", default="compact", help="network preset (default: compact)")
+    p.add_argument("--image-size", type=int, help="input side in pixels (default: the preset's)")
+    p.add_argument(
+        "--init-from",
+        help="start from this .keras model's weights (matched by layer name; see "
+        "model.transfer); used only when the run has no checkpoint yet",
+    )
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="compute precision of training; bf16 keeps float32 weights and optimizer "
+        "(mixed precision). Default fp32",
+    )
     p.add_argument("--steps", type=int, required=True, help="total optimisation steps")
     p.add_argument("--batch", type=int, default=24, help="objects per step (default: 24)")
     p.add_argument("--out", required=True, help="run folder (checkpoints, logs, model.keras)")
@@ -66,6 +79,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--steps and --batch must be positive")
     if args.checkpoint_every < 1:
         p.error("--checkpoint-every must be positive")
+    if args.image_size is not None and args.image_size < 32:
+        p.error("--image-size must be at least 32")
     args.decay_steps = [int(s) for s in args.decay_steps.split(",") if s.strip()]
     return args
 
@@ -157,13 +172,27 @@ def main(argv: list[str] | None = None) -> int:
     import keras
     import tensorflow as tf
 
-    from model import build, save_model
+    from model import build, load_model, save_model, with_precision
     from model.evaluate import evaluate
+    from model.transfer import transfer_weights
 
     keras.utils.set_random_seed(args.seed)
     catalog = Catalog(args.data, args.storage_options)
-    model = build(args.preset)
-    logits_model = keras.Model(model.inputs, model.get_layer("logits").output)
+    overrides = {"image_size": args.image_size} if args.image_size else {}
+    # `model` holds the float32 weights that are saved; `net` is what trains
+    # (the same model, or its mixed-precision clone for --precision bf16).
+    model = build(args.preset, **overrides)
+    fresh = not (args.resume and any(out.glob("ckpt-*.npz")))
+    if args.init_from and fresh:
+        report = transfer_weights(load_model(args.init_from, args.storage_options), model)
+        changed = [name for name, how in report.items() if how != "copied"]
+        print(
+            f"initialised from {args.init_from}: {len(report)} layers"
+            + (f", resampled {', '.join(changed)}" if changed else ""),
+            flush=True,
+        )
+    net = with_precision(model, args.precision)
+    logits_model = keras.Model(net.inputs, net.get_layer("logits").output)
     boundaries = [s for s in args.decay_steps if s < args.steps]
     lr = (
         keras.optimizers.schedules.PiecewiseConstantDecay(
@@ -173,11 +202,12 @@ def main(argv: list[str] | None = None) -> int:
         else args.lr
     )
     optimizer = keras.optimizers.Adam(learning_rate=lr)
-    start = load_checkpoint(out, model, optimizer) if args.resume else 0
+    start = load_checkpoint(out, net, optimizer) if args.resume else 0
     s = model.input["views"].shape[1]
     print(
-        f"training {args.preset} ({model.count_params():,} parameters) on {catalog.num_rows:,} "
-        f"objects from {args.data}; steps {start}..{args.steps}, batch {args.batch}",
+        f"training {args.preset} ({model.count_params():,} parameters, {s} px, "
+        f"{args.precision}) on {catalog.num_rows:,} objects from {args.data}; "
+        f"steps {start}..{args.steps}, batch {args.batch}",
         flush=True,
     )
 
@@ -196,9 +226,9 @@ def main(argv: list[str] | None = None) -> int:
             loss = tf.reduce_mean(
                 tf.nn.sparse_softmax_cross_entropy_with_logits(labels=voxels, logits=logits)
             )
-        grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
-        p = tf.nn.softmax(logits)[..., 1]
+        grads = tape.gradient(loss, net.trainable_variables)
+        optimizer.apply_gradients(zip(grads, net.trainable_variables, strict=True))
+        p = tf.nn.softmax(tf.cast(logits, tf.float32))[..., 1]
         return loss, p
 
     writer = tf.summary.create_file_writer(str(out / "tb"))
@@ -236,7 +266,9 @@ def main(argv: list[str] | None = None) -> int:
                 log.flush()
                 window_loss, window_iou, window_n = 0.0, 0.0, 0
             if done % args.checkpoint_every == 0 or done == args.steps:
-                save_checkpoint(out, done, model, optimizer)
+                save_checkpoint(out, done, net, optimizer)
+                if net is not model:
+                    model.set_weights(net.get_weights())
                 # The newest weights as a model file too, usable while training goes on.
                 save_model(model, str(out / "model.keras"))
                 if args.val:

@@ -339,3 +339,68 @@ def test_auto_precision_follows_the_hardware(compact_model):
 
     r = Reconstructor(compact_model, batch_size=1, precision="auto")
     assert r.precision == ("bf16" if bf16_supported("cpu") else "fp32")
+
+
+# ---------------------------------------------------------------- warm start
+
+
+def test_transfer_between_equal_networks_copies_everything():
+    from model.transfer import transfer_weights
+
+    keras.utils.set_random_seed(1)
+    src, dst = build("compact"), build("compact")
+    report = transfer_weights(src, dst)
+    assert set(report.values()) == {"copied"} and "fc7" in report and "recurrence" in report
+    views = _probe(src)
+    np.testing.assert_array_equal(
+        Reconstructor(src, batch_size=2).predict(views),
+        Reconstructor(dst, batch_size=2).predict(views),
+    )
+
+
+def test_transfer_to_another_image_size_resamples_only_fc7():
+    from model.transfer import transfer_weights
+
+    keras.utils.set_random_seed(2)
+    src, dst = build("compact"), build("compact", image_size=96)
+    report = transfer_weights(src, dst)
+    assert report.pop("fc7") == "resampled" and set(report.values()) == {"copied"}
+    for name in report:
+        a, b = src.get_layer(name).get_weights(), dst.get_layer(name).get_weights()
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_array_equal(x, y)
+    kernel, bias = dst.get_layer("fc7").get_weights()
+    assert kernel.shape == (4 * 4 * 128, 256)  # 96 px ends in a 4x4 map, 64 px in 3x3
+    np.testing.assert_array_equal(bias, src.get_layer("fc7").get_weights()[1])
+
+
+def test_resampled_kernel_keeps_a_position_blind_kernel_and_its_output():
+    from model.transfer import resample_dense_kernel
+
+    rng = np.random.default_rng(3)
+    per_position = rng.normal(size=(1, 1, 4, 5)).astype(np.float32)  # c=4, units=5
+    kernel = np.broadcast_to(per_position, (3, 3, 4, 5)).reshape(36, 5)
+    new = resample_dense_kernel(kernel, (3, 3, 4), (4, 4))
+    assert new.shape == (64, 5)
+    np.testing.assert_allclose(
+        new.reshape(4, 4, 4, 5), np.broadcast_to(per_position * 9 / 16, (4, 4, 4, 5)), rtol=1e-5
+    )
+    feature = rng.normal(size=4).astype(np.float32)  # the same at every position
+    np.testing.assert_allclose(np.tile(feature, 16) @ new, np.tile(feature, 9) @ kernel, rtol=1e-4)
+
+
+def test_transfer_refuses_what_does_not_fit():
+    from model import PRESETS
+    from model.network import EncoderBlock
+    from model.transfer import transfer_weights
+
+    four_blocks = build("compact", encoder=PRESETS["compact"].encoder[:4])
+    with pytest.raises(ValueError, match="no layer 'conv5a'"):
+        transfer_weights(four_blocks, build("compact"))
+    with pytest.raises(ValueError, match=r"ConvRNN3D\(ConvLSTM3DCell\) in the source"):
+        transfer_weights(build("compact", cell="lstm"), build("compact"))
+    narrow = (EncoderBlock(8, first_kernel=7), *PRESETS["compact"].encoder[1:])
+    with pytest.raises(ValueError, match="'conv1a': source shapes .* do not fit"):
+        transfer_weights(build("compact", encoder=narrow), build("compact"))
+    with pytest.raises(ValueError, match="only the map's height and width"):
+        transfer_weights(build("compact", fc_units=128), build("compact"))

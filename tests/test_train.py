@@ -79,6 +79,29 @@ def test_resume_after_interruption_gives_the_same_run(labelled, tmp_path):
     assert list((tmp_path / "a" / "tb").iterdir())  # TensorBoard events
 
 
+def test_warm_start_at_another_image_size_in_bf16(labelled, tmp_path):
+    from model import build, load_model, save_model
+
+    start = str(tmp_path / "start.keras")
+    save_model(build("compact"), start)
+    out = str(tmp_path / "run")
+    extra = ["--data", labelled, "--image-size", "32", "--precision", "bf16", "--init-from", start]
+    r = _train(out, 2, *extra)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "resampled fc7" in r.stdout and "32 px, bf16" in r.stdout
+    trained = load_model(str(tmp_path / "run" / "model.keras"))
+    assert trained.input["views"].shape[1] == 32
+    assert {layer.dtype_policy.name for layer in trained.layers} == {"float32"}  # saved as fp32
+    # conv weights came from the start model and moved by two small Adam steps
+    source = load_model(start).get_layer("conv5b").get_weights()[0]
+    moved = trained.get_layer("conv5b").get_weights()[0] - source
+    assert 0 < np.abs(moved).max() < 1e-2
+    # a resumed run continues from its checkpoint and does not start over
+    r = _train(out, 4, *extra, "--resume")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "initialised from" not in r.stdout and "steps 2..4" in r.stdout
+
+
 def test_train_refuses_to_overwrite_a_run(labelled, tmp_path):
     assert _train(str(tmp_path), 2, "--data", labelled).returncode == 0
     r = _train(str(tmp_path), 2, "--data", labelled)

@@ -1,0 +1,88 @@
+"""Start a network from another one's weights (warm start).
+
+Layers are matched by name. A layer whose weights have the same shapes gets
+them as they are. The one layer whose shape follows the input size, the first
+Dense after the encoder's Flatten (`fc7`), gets its kernel resampled when the
+encoder's last feature map changes size (a new `image_size`): the kernel is
+viewed as a [h, w, channels, units] map over the feature map's positions,
+resized bilinearly to the new [h', w'] and scaled by (h * w) / (h' * w'): a
+kernel that weighs every position alike keeps its output for a feature map
+that is alike at every position, and in general each position keeps about the
+weight its part of the image had. It is a starting point for fine-tuning at
+the new size, not an equivalent network. Anything else that does not fit is an
+error, never silently skipped.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+def _flatten_input_grid(dense: keras.layers.Dense) -> tuple[int, int, int]:
+    """(h, w, channels) of the map flattened into `dense`."""
+    flatten = dense.input._keras_history.operation
+    if not isinstance(flatten, keras.layers.Flatten):
+        raise ValueError(f"{dense.name} is not fed by a Flatten; cannot resample it")
+    shape = flatten.input.shape
+    if len(shape) != 4:
+        raise ValueError(f"{dense.name} flattens a {len(shape) - 1}-D map; expected a 2D one")
+    return int(shape[1]), int(shape[2]), int(shape[3])
+
+
+def resample_dense_kernel(kernel: np.ndarray, grid: tuple[int, int, int], new_hw: tuple[int, int]):
+    """`kernel` [h*w*c, units] over a flattened (h, w, c) map, for an (h', w', c) map."""
+    h, w, c = grid
+    units = kernel.shape[1]
+    if kernel.shape[0] != h * w * c:
+        raise ValueError(f"kernel rows {kernel.shape[0]} != {h}*{w}*{c}")
+    spatial = kernel.reshape(1, h, w, c * units)
+    resized = tf.image.resize(spatial, new_hw, method="bilinear").numpy()
+    scale = (h * w) / (new_hw[0] * new_hw[1])
+    return (resized * scale).reshape(new_hw[0] * new_hw[1] * c, units).astype(kernel.dtype)
+
+
+def transfer_weights(source: keras.Model, target: keras.Model) -> dict[str, str]:
+    """Copy `source`'s weights into `target`, layer by layer by name.
+
+    Returns {layer name: "copied" | "resampled"} for every layer with weights.
+    Raises ValueError when a target layer has no source layer of that name, or
+    its weights do not fit and cannot be resampled.
+    """
+    report = {}
+    for layer in target.layers:
+        if not layer.weights:
+            continue
+        try:
+            src = source.get_layer(layer.name)
+        except ValueError:
+            raise ValueError(f"the source model has no layer {layer.name!r}") from None
+        kinds = [
+            type(x).__name__ + (f"({type(x.cell).__name__})" if hasattr(x, "cell") else "")
+            for x in (src, layer)
+        ]
+        if kinds[0] != kinds[1]:
+            raise ValueError(
+                f"layer {layer.name!r} is a {kinds[0]} in the source, a {kinds[1]} here"
+            )
+        src_w, dst_w = src.get_weights(), layer.get_weights()
+        if [w.shape for w in src_w] == [w.shape for w in dst_w]:
+            layer.set_weights(src_w)
+            report[layer.name] = "copied"
+            continue
+        if not (isinstance(layer, keras.layers.Dense) and isinstance(src, keras.layers.Dense)):
+            raise ValueError(
+                f"layer {layer.name!r}: source shapes {[w.shape for w in src_w]} do not fit "
+                f"{[w.shape for w in dst_w]}"
+            )
+        old = _flatten_input_grid(src)
+        new = _flatten_input_grid(layer)
+        if old[2] != new[2] or src_w[0].shape[1] != dst_w[0].shape[1]:
+            raise ValueError(
+                f"layer {layer.name!r}: only the map's height and width may change, "
+                f"got {old} -> {new}"
+            )
+        layer.set_weights([resample_dense_kernel(src_w[0], old, new[:2]), *src_w[1:]])
+        report[layer.name] = "resampled"
+    return report
