@@ -62,7 +62,7 @@ def bench_model(args: argparse.Namespace) -> dict:
     from model import Reconstructor, build
     from model.flops import count_flops
 
-    net = build(args.preset)
+    net = build(args.preset, **({"image_size": args.image_size} if args.image_size else {}))
     jit = {"auto": None, "on": True, "off": False}[args.xla]
     rec = Reconstructor(net, batch_size=args.batch, precision=args.precision, jit_compile=jit)
     s = rec.image_size
@@ -80,6 +80,7 @@ def bench_model(args: argparse.Namespace) -> dict:
     peak = matmul_peak_gflops("float32")
     result = {
         "preset": args.preset,
+        "image_size": s,
         "views": args.views,
         "batch": args.batch,
         "precision": args.precision,
@@ -411,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="what", required=True)
     m = sub.add_parser("model", help="the Reconstructor alone on random views")
     m.add_argument("--preset", default="res3d-gru-3")
+    m.add_argument("--image-size", type=int, help="input side in pixels (default: the preset's)")
     m.add_argument("--views", type=int, default=5)
     m.add_argument("--batch", type=int, default=8)
     m.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")

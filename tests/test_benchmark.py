@@ -27,6 +27,17 @@ def test_decode_benchmark_cli_reports_views_per_second():
     assert result["views_per_s_64px"] > 0 and result["views_per_s_127px"] > 0
 
 
+def test_model_benchmark_cli_at_another_image_size():
+    out = subprocess.run(
+        [sys.executable, "jobs/benchmark.py", "model", "--preset", "compact", "--image-size",
+         "48", "--views", "2", "--batch", "2", "--warmup", "1", "--json"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=True,
+    )  # fmt: skip
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["preset"] == "compact" and result["image_size"] == 48
+    assert result["objects_per_s"] > 0 and result["gflops_per_object"] > 0
+
+
 def test_marginal_rate_cancels_fixed_costs(monkeypatch, tmp_path):
     """Runs that cost 20 s fixed + 0.01 s per row give 100 rows/s, whatever the
     fixed cost; the peaks and walls of every run are kept."""
