@@ -1,11 +1,13 @@
-"""Benchmarks of voxray: the model alone (`model`), the whole job (`pipeline`),
-mixed view counts (`views`) and image decoding per core (`decode`).
+"""Benchmarks of voxray: the model alone (`model`), training steps (`train`),
+the whole job (`pipeline`), mixed view counts (`views`) and image decoding per
+core (`decode`).
 
 Speed targets are checked here, never in timed unit tests: the machines are
 shared and noisy, so every figure is a median of repeated runs, and ratios
 are measured side by side in one run.
 
     python jobs/benchmark.py model --preset res3d-gru-3 --views 5 --batch 8 --precision fp32
+    python jobs/benchmark.py train --preset res3d-gru-3 --batch 24 --precision bf16 --json
     python jobs/benchmark.py pipeline --objects 200 --json
     python jobs/benchmark.py views --objects 200 --json
     python jobs/benchmark.py decode --json
@@ -97,6 +99,50 @@ def bench_model(args: argparse.Namespace) -> dict:
         result["peak_bf16_gflops_per_s"] = round(matmul_peak_gflops("bfloat16"), 1)
     result["fraction_of_fp32_peak"] = round(result["gflops_per_s"] / peak, 3)
     return result
+
+
+def bench_train(args: argparse.Namespace) -> dict:
+    """Training steps per second on random views and voxels: the step of
+    `jobs/train.py` (the same function), batch B, each object with 1..5 views
+    drawn with a fixed seed (the recipe's mean of 3), Adam, fp32 or bf16."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from jobs.train import make_train_step
+    from model import build, with_precision
+    from model.reconstructor import pack_views
+
+    keras.utils.set_random_seed(0)
+    net = build(args.preset, **({"image_size": args.image_size} if args.image_size else {}))
+    net = with_precision(net, args.precision)
+    step = make_train_step(net, keras.optimizers.Adam(1e-4))
+    s = net.input["views"].shape[1]
+    rng = np.random.default_rng(0)
+    views, index = pack_views(
+        [rng.integers(0, 256, (int(k), s, s, 3), np.uint8) for k in rng.integers(1, 6, args.batch)]
+    )
+    voxels = rng.integers(0, 2, (args.batch, 32, 32, 32)).astype(np.int32)
+    for _ in range(args.warmup):
+        step(views, index, voxels)[0].numpy()
+    times = []
+    for _ in range(args.runs):
+        t = time.perf_counter()
+        step(views, index, voxels)[0].numpy()
+        times.append(time.perf_counter() - t)
+    median = statistics.median(times)
+    return {
+        "preset": args.preset,
+        "image_size": s,
+        "batch": args.batch,
+        "views_in_batch": int(len(views)),
+        "precision": args.precision,
+        "device": "GPU" if tf.config.list_logical_devices("GPU") else "CPU",
+        "runs": args.runs,
+        "median_s_per_step": round(median, 4),
+        "steps_per_s": round(1 / median, 3),
+        "objects_per_s": round(args.batch / median, 2),
+    }
 
 
 # --- the whole job --------------------------------------------------------------------
@@ -420,6 +466,14 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--runs", type=int, default=5, help="timed runs (median reported; >= 5)")
     m.add_argument("--warmup", type=int, default=2)
     m.add_argument("--json", action="store_true", help="last line printed is JSON")
+    t = sub.add_parser("train", help="training steps per second (the step of jobs/train.py)")
+    t.add_argument("--preset", default="compact")
+    t.add_argument("--image-size", type=int, help="input side in pixels (default: the preset's)")
+    t.add_argument("--batch", type=int, default=24)
+    t.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    t.add_argument("--runs", type=int, default=15, help="timed steps (median reported; >= 5)")
+    t.add_argument("--warmup", type=int, default=3)
+    t.add_argument("--json", action="store_true", help="last line printed is JSON")
     for name, text in (
         ("pipeline", "the whole job at N and 10N objects: speed, memory, vs the model alone"),
         ("views", "the job on 1..24 views per object vs FLOP-proportional 5-view speed"),
@@ -451,10 +505,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.what == "decode":
         result = bench_decode(args)
-    elif args.what == "model":
+    elif args.what in ("model", "train"):
         if args.runs < 5:
             parser.error("--runs must be at least 5 for a meaningful median")
-        result = bench_model(args)
+        result = bench_model(args) if args.what == "model" else bench_train(args)
     elif args.repeats < 1 or getattr(args, "scale", 10) < 2 or args.runs < 1:
         parser.error("--repeats and --runs must be >= 1 and --scale >= 2")
     elif args.what == "pipeline":

@@ -158,6 +158,44 @@ def load_checkpoint(out: Path, model, optimizer) -> int:
     return int(data["step"])
 
 
+# ---------------------------------------------------------------- the step
+
+
+def make_train_step(net, optimizer):
+    """One optimisation step of `net` as a traced function:
+    (views uint8 [n, S, S, 3], view_index int32 [batch, time], voxels int32
+    [batch, 32, 32, 32]) -> (mean voxel cross-entropy, p(occupied) float32).
+    `net` may compute in bf16 (mixed precision); loss and output are float32."""
+    import keras
+    import tensorflow as tf
+
+    s = net.input["views"].shape[1]
+    logits_model = keras.Model(net.inputs, net.get_layer("logits").output)
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, s, s, 3], tf.uint8),
+            tf.TensorSpec([None, None], tf.int32),
+            tf.TensorSpec([None, 32, 32, 32], tf.int32),
+        ],
+        autograph=False,
+    )
+    def train_step(views, index, voxels):
+        x = tf.cast(views, tf.float32) / 255.0
+        with tf.GradientTape() as tape:
+            logits = tf.cast(
+                logits_model({"views": x, "view_index": index}, training=True), tf.float32
+            )
+            loss = tf.reduce_mean(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=voxels, logits=logits)
+            )
+        grads = tape.gradient(loss, net.trainable_variables)
+        optimizer.apply_gradients(zip(grads, net.trainable_variables, strict=True))
+        return loss, tf.nn.softmax(logits)[..., 1]
+
+    return train_step
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -192,7 +230,6 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
     net = with_precision(model, args.precision)
-    logits_model = keras.Model(net.inputs, net.get_layer("logits").output)
     boundaries = [s for s in args.decay_steps if s < args.steps]
     lr = (
         keras.optimizers.schedules.PiecewiseConstantDecay(
@@ -211,25 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
 
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([None, s, s, 3], tf.uint8),
-            tf.TensorSpec([None, None], tf.int32),
-            tf.TensorSpec([None, 32, 32, 32], tf.int32),
-        ],
-        autograph=False,
-    )
-    def train_step(views, index, voxels):
-        x = tf.cast(views, tf.float32) / 255.0
-        with tf.GradientTape() as tape:
-            logits = logits_model({"views": x, "view_index": index}, training=True)
-            loss = tf.reduce_mean(
-                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=voxels, logits=logits)
-            )
-        grads = tape.gradient(loss, net.trainable_variables)
-        optimizer.apply_gradients(zip(grads, net.trainable_variables, strict=True))
-        p = tf.nn.softmax(tf.cast(logits, tf.float32))[..., 1]
-        return loss, p
+    train_step = make_train_step(net, optimizer)
 
     writer = tf.summary.create_file_writer(str(out / "tb"))
     log = open(out / "log.jsonl", "a")  # noqa: SIM115  (closed at the end of main)

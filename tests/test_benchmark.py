@@ -38,6 +38,18 @@ def test_model_benchmark_cli_at_another_image_size():
     assert result["objects_per_s"] > 0 and result["gflops_per_object"] > 0
 
 
+def test_train_benchmark_cli_reports_steps_per_second():
+    out = subprocess.run(
+        [sys.executable, "jobs/benchmark.py", "train", "--preset", "compact", "--image-size",
+         "32", "--batch", "3", "--precision", "bf16", "--runs", "5", "--warmup", "1", "--json"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=True,
+    )  # fmt: skip
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["image_size"] == 32 and result["batch"] == 3 and result["precision"] == "bf16"
+    assert 3 <= result["views_in_batch"] <= 15
+    assert result["steps_per_s"] > 0 and result["device"] == "CPU"
+
+
 def test_marginal_rate_cancels_fixed_costs(monkeypatch, tmp_path):
     """Runs that cost 20 s fixed + 0.01 s per row give 100 rows/s, whatever the
     fixed cost; the peaks and walls of every run are kept."""
