@@ -223,10 +223,13 @@ def main(argv: list[str] | None = None) -> int:
     fresh = not (args.resume and any(out.glob("ckpt-*.npz")))
     if args.init_from and fresh:
         report = transfer_weights(load_model(args.init_from, args.storage_options), model)
-        changed = [name for name, how in report.items() if how != "copied"]
+        changed = {
+            how: [name for name, h in report.items() if h == how]
+            for how in ("resampled", "widened")
+        }
         print(
             f"initialised from {args.init_from}: {len(report)} layers"
-            + (f", resampled {', '.join(changed)}" if changed else ""),
+            + "".join(f", {how} {', '.join(names)}" for how, names in changed.items() if names),
             flush=True,
         )
     net = with_precision(model, args.precision)

@@ -401,6 +401,30 @@ def test_transfer_refuses_what_does_not_fit():
         transfer_weights(build("compact", cell="lstm"), build("compact"))
     narrow = (EncoderBlock(8, first_kernel=7), *PRESETS["compact"].encoder[1:])
     with pytest.raises(ValueError, match="'conv1a': source shapes .* do not fit"):
-        transfer_weights(build("compact", encoder=narrow), build("compact"))
-    with pytest.raises(ValueError, match="only the map's height and width"):
-        transfer_weights(build("compact", fc_units=128), build("compact"))
+        transfer_weights(build("compact"), build("compact", encoder=narrow))  # narrower
+    with pytest.raises(ValueError, match="'recurrence': source shapes .* do not fit"):
+        transfer_weights(build("compact", fc_units=128), build("compact"))  # the GRU's input
+    with pytest.raises(ValueError, match="change one at a time"):
+        transfer_weights(build("compact", fc_units=128), build("compact", image_size=96))
+
+
+def test_widening_keeps_what_the_network_computes():
+    from model.transfer import transfer_weights
+
+    keras.utils.set_random_seed(4)
+    src, dst = build("compact"), build("compact-wide")
+    report = transfer_weights(src, dst)
+    widened = {n for n, how in report.items() if how == "widened"}
+    assert widened == {"conv4a", "conv4b", "conv4c", "conv5a", "conv5b", "fc7"}
+    assert dst.count_params() == 5_437_778 and dst.count_params() * 4 < 25e6
+    views = _probe(src, n_views=(1, 5, 3))
+    np.testing.assert_allclose(
+        Reconstructor(dst, batch_size=3, precision="fp32").predict(views),
+        Reconstructor(src, batch_size=3, precision="fp32").predict(views),
+        atol=1e-5,
+    )
+    # the new channels are computed (fresh weights into them) and read by nothing
+    kernel = dst.get_layer("conv5a").get_weights()[0]
+    assert np.all(kernel[..., 128:, :] == 0) and np.any(kernel[..., :128, 128:] != 0)
+    fc7 = dst.get_layer("fc7").get_weights()[0].reshape(3, 3, 192, 256)
+    assert np.all(fc7[:, :, 128:, :] == 0)
