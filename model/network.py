@@ -167,30 +167,18 @@ PRESETS: dict[str, NetworkConfig] = {
         ),
         activate_before_pool=True,
     ),
-    # compact with 192-channel encoder blocks 4 and 5 (cheap in FLOPs at 9x9 and
-    # 5x5): a network that `model.transfer` warm-starts from compact weights.
-    "compact-wide": NetworkConfig(
-        name="compact-wide",
-        image_size=64,
-        encoder=(
-            EncoderBlock(16, first_kernel=7),
-            EncoderBlock(32, shortcut="conv"),
-            EncoderBlock(64, shortcut="conv"),
-            EncoderBlock(192, shortcut="conv"),
-            EncoderBlock(192, shortcut="identity"),
-        ),
-        fc_units=256,
-        cell="gru",
-        grid=4,
-        hidden=64,
-        decoder=(
-            DecoderStage(64, shortcut="identity"),
-            DecoderStage(32, shortcut="conv"),
-            DecoderStage(16, convs=1, shortcut="conv"),
-        ),
-        activate_before_pool=True,
-    ),
 }
+# compact with 192-channel encoder blocks 4 and 5 (cheap in FLOPs at 9x9 and
+# 5x5): a network that `model.transfer` warm-starts from compact weights.
+PRESETS["compact-wide"] = dataclasses.replace(
+    PRESETS["compact"],
+    name="compact-wide",
+    encoder=(
+        *PRESETS["compact"].encoder[:3],
+        EncoderBlock(192, shortcut="conv"),
+        EncoderBlock(192, shortcut="identity"),
+    ),
+)
 
 
 def _lrelu(name: str) -> keras.layers.Layer:
