@@ -58,13 +58,20 @@ def matmul_peak_gflops(dtype: str = "float32", n: int = 2048, runs: int = 7) -> 
     return 2 * n**3 / statistics.median(times) / 1e9
 
 
+def _preset_net(args: argparse.Namespace):
+    """The benchmarked network: `--preset`, at `--image-size` when given."""
+    from model import build
+
+    return build(args.preset, **({"image_size": args.image_size} if args.image_size else {}))
+
+
 def bench_model(args: argparse.Namespace) -> dict:
     import numpy as np
 
-    from model import Reconstructor, build
+    from model import Reconstructor
     from model.flops import count_flops
 
-    net = build(args.preset, **({"image_size": args.image_size} if args.image_size else {}))
+    net = _preset_net(args)
     jit = {"auto": None, "on": True, "off": False}[args.xla]
     rec = Reconstructor(net, batch_size=args.batch, precision=args.precision, jit_compile=jit)
     s = rec.image_size
@@ -110,12 +117,11 @@ def bench_train(args: argparse.Namespace) -> dict:
     import tensorflow as tf
 
     from jobs.train import make_train_step
-    from model import build, with_precision
+    from model import with_precision
     from model.reconstructor import pack_views
 
     keras.utils.set_random_seed(0)
-    net = build(args.preset, **({"image_size": args.image_size} if args.image_size else {}))
-    net = with_precision(net, args.precision)
+    net = with_precision(_preset_net(args), args.precision)
     step = make_train_step(net, keras.optimizers.Adam(1e-4))
     s = net.input["views"].shape[1]
     rng = np.random.default_rng(0)

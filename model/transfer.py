@@ -29,14 +29,17 @@ import numpy as np
 import tensorflow as tf
 
 
-def _flatten_input_grid(dense: keras.layers.Dense) -> tuple[int, int, int]:
-    """(h, w, channels) of the map flattened into `dense`."""
-    flatten = dense.input._keras_history.operation
+def _flatten_input_grid(layer: keras.layers.Layer) -> tuple[int, int, int] | None:
+    """(h, w, channels) of the map flattened into `layer`, a Dense fed by a
+    Flatten; None for any other layer."""
+    if not isinstance(layer, keras.layers.Dense):
+        return None
+    flatten = layer.input._keras_history.operation
     if not isinstance(flatten, keras.layers.Flatten):
-        raise ValueError(f"{dense.name} is not fed by a Flatten; cannot resample it")
+        return None
     shape = flatten.input.shape
     if len(shape) != 4:
-        raise ValueError(f"{dense.name} flattens a {len(shape) - 1}-D map; expected a 2D one")
+        raise ValueError(f"{layer.name} flattens a {len(shape) - 1}-D map; expected a 2D one")
     return int(shape[1]), int(shape[2]), int(shape[3])
 
 
@@ -85,11 +88,9 @@ def transfer_weights(source: keras.Model, target: keras.Model) -> dict[str, str]
             f"layer {layer.name!r}: source shapes {[w.shape for w in src_w]} do not fit "
             f"{[w.shape for w in dst_w]}"
         )
-        flattened = isinstance(layer, keras.layers.Dense) and isinstance(
-            layer.input._keras_history.operation, keras.layers.Flatten
-        )
+        old, new = _flatten_input_grid(src), _flatten_input_grid(layer)
+        flattened = old is not None and new is not None
         if flattened:
-            old, new = _flatten_input_grid(src), _flatten_input_grid(layer)
             if old[:2] != new[:2]:
                 if old[2] != new[2] or src_w[0].shape[1] != dst_w[0].shape[1]:
                     raise ValueError(
