@@ -19,7 +19,7 @@ import numpy as np
 
 import model.layers  # noqa: F401  (registers the custom layers for deserialization)
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "compact.keras"
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "compact-wide.keras"
 
 
 def _is_local(url: str) -> bool:
@@ -66,7 +66,7 @@ def load_model(url: str | os.PathLike, storage_options: dict | None = None) -> k
 
 
 def load_default() -> keras.Model:
-    """The weights voxray ships (trained `compact`)."""
+    """The weights voxray ships (trained `compact-wide`)."""
     if not DEFAULT_WEIGHTS.exists():
         raise FileNotFoundError(
             f"voxray's default weights ({DEFAULT_WEIGHTS}) are not in this checkout; pass a "
