@@ -116,9 +116,10 @@ def bench_train(args: argparse.Namespace) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from jobs.train import make_train_step
     from model import with_precision
     from model.reconstructor import pack_views
+    from model.training import make_train_step
+    from model.voxels import GRID
 
     keras.utils.set_random_seed(0)
     net = with_precision(_preset_net(args), args.precision)
@@ -128,7 +129,7 @@ def bench_train(args: argparse.Namespace) -> dict:
     views, index = pack_views(
         [rng.integers(0, 256, (int(k), s, s, 3), np.uint8) for k in rng.integers(1, 6, args.batch)]
     )
-    voxels = rng.integers(0, 2, (args.batch, 32, 32, 32)).astype(np.int32)
+    voxels = rng.integers(0, 2, (args.batch, *GRID)).astype(np.int32)
     for _ in range(args.warmup):
         step(views, index, voxels)[0].numpy()
     times = []
@@ -456,7 +457,8 @@ def bench_decode(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from jobs.reconstruct import JobConfig
+    from model.defaults import BATCH_SIZE
+    from pipeline.job import JobConfig
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -486,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     ):
         p = sub.add_parser(name, help=text)
         p.add_argument("--objects", type=int, default=200, help="N distinct objects")
-        p.add_argument("--batch", type=int, default=16)
+        p.add_argument("--batch", type=int, default=BATCH_SIZE)
         p.add_argument("--cpus-per-actor", type=float, default=1.0)
         # the job's own defaults: what a user gets
         p.add_argument("--rows-per-block", type=int, default=JobConfig.rows_per_block)

@@ -20,6 +20,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from model.defaults import BATCH_SIZE  # noqa: E402
+from pipeline import cli, io  # noqa: E402
+
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
@@ -29,11 +32,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", help=".keras file or URL (default: voxray's shipped weights)")
     p.add_argument("--views", default="1,2,3,4,5", help="view counts to score (default 1..5)")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     p.add_argument("--limit", type=int, help="score only the first N objects")
     p.add_argument("--seed", type=int, default=0, help="seed of the per-object view choice")
     p.add_argument("--oracle-from", help="dataset whose category means form the oracle baseline")
-    p.add_argument("--storage-options", type=json.loads, default=None, help="fsspec options JSON")
+    p.add_argument(
+        "--storage-options", type=cli.storage_options, default={}, help="fsspec options JSON"
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON on the last line")
     args = p.parse_args(argv)
     try:
@@ -43,22 +48,31 @@ def main(argv: list[str] | None = None) -> int:
     if not views or views[0] < 1:
         p.error("--views must be positive integers")
 
+    from model import Reconstructor, devices
     from model.evaluate import category_means, evaluate, oracle
 
+    def options(url: str) -> dict:
+        return io.storage_options(url, args.storage_options)
+
     t0 = time.perf_counter()
-    result = evaluate(
+    devices.configure()
+    model = Reconstructor(
         args.model,
+        batch_size=args.batch_size,
+        precision=args.precision,
+        storage_options=options(args.model) if args.model else None,
+    )
+    result = evaluate(
+        model,
         args.data,
         views=views,
         limit=args.limit,
         seed=args.seed,
-        batch_size=args.batch_size,
-        precision=args.precision,
-        storage_options=args.storage_options,
+        storage_options=options(args.data),
     )
     if args.oracle_from:
-        means = category_means(args.oracle_from, args.storage_options)
-        result.update(oracle(means, args.data, args.limit, storage_options=args.storage_options))
+        means = category_means(args.oracle_from, options(args.oracle_from))
+        result.update(oracle(means, args.data, args.limit, storage_options=options(args.data)))
     result["seconds"] = round(time.perf_counter() - t0, 1)
     print(f"{result['objects']} objects, model {result['model']} ({result['precision']})")
     print(

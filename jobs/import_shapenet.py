@@ -21,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pipeline import cli, io  # noqa: E402
 from shapes.categories import CATEGORIES  # noqa: E402
 from shapes.dataset import DatasetError  # noqa: E402
 from shapes.shapenet import import_shapenet  # noqa: E402
@@ -37,13 +38,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--output", required=True, help="directory URL: local path, file:// or s3://")
     ap.add_argument("--categories", default=None, help="comma-separated subset (default: all 13)")
     ap.add_argument("--rows-per-file", type=int, default=256, help="rows per Parquet file")
-    ap.add_argument("--storage-options", default=None, help="fsspec options for --output, JSON")
+    ap.add_argument(
+        "--storage-options",
+        type=cli.storage_options,
+        default={},
+        help="fsspec options for --output, JSON",
+    )
     args = ap.parse_args(argv)
-    try:
-        options = json.loads(args.storage_options) if args.storage_options else None
-    except json.JSONDecodeError as e:
-        print(f"error: --storage-options is not valid JSON: {e}", file=sys.stderr)
-        return 2
+    options = io.storage_options(args.output, args.storage_options)
     cats = [c.strip() for c in args.categories.split(",") if c.strip()] if args.categories else None
     try:
         report = import_shapenet(

@@ -18,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pipeline import cli, io  # noqa: E402
 from shapes.categories import CATEGORIES  # noqa: E402
 from shapes.dataset import DatasetError, make_dataset  # noqa: E402
 
@@ -42,7 +43,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (default all)")
     ap.add_argument(
         "--storage-options",
-        default=None,
+        type=cli.storage_options,
+        default={},
         help='fsspec options as JSON, e.g. \'{"endpoint_url": "http://127.0.0.1:9000"}\'',
     )
     return ap.parse_args(argv)
@@ -50,16 +52,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        options = json.loads(args.storage_options) if args.storage_options else None
-        if options is not None and not isinstance(options, dict):
-            raise DatasetError("--storage-options must be a JSON object")
-    except json.JSONDecodeError as e:
-        print(f"error: --storage-options is not valid JSON: {e}", file=sys.stderr)
-        return 2
-    except DatasetError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    options = io.storage_options(args.output, args.storage_options)
     cats = [c.strip() for c in args.categories.split(",") if c.strip()] if args.categories else None
     try:
         summary = make_dataset(

@@ -4,21 +4,23 @@ read row group by row group, and turned into model inputs.
 The order of samples is a pure function of (seed, sample number) and of the
 dataset's row-group layout, never of timing or threads, so a resumed training
 run sees exactly the samples and augmentations the uninterrupted one would.
-Images go through the same decoding as the reconstruction job
-(`pipeline.decode`). Nothing here imports TensorFlow.
+Images go through the model's input contract (`model.images`), as in the
+reconstruction job. URLs are opened with fsspec and the storage options the
+caller resolved (`pipeline.io.storage_options`). Nothing here imports TensorFlow.
 """
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow.parquet as pq
+from fsspec.core import url_to_fs
 
-from pipeline.decode import CROP_FRACTION, TEST_BACKGROUND, read_rgba, to_model_input
-from pipeline.infer import unpack_voxels
-from pipeline.io import filesystem, find_files
+from model.images import CROP_FRACTION, TEST_BACKGROUND, read_rgba, to_model_input
+from model.voxels import unpack_voxels
 
 COLUMNS = ["object_id", "views", "voxels", "category"]
 
@@ -31,13 +33,15 @@ class Catalog:
 
     def __init__(self, url: str, storage_options: dict | None = None):
         self.url = url
-        self.fs, _ = filesystem(url, storage_options)
-        files = find_files(url, ".parquet", storage_options)
+        self.fs, root = url_to_fs(url, **(storage_options or {}))
+        files = [root] if self.fs.isfile(root) else sorted(self.fs.find(root))
+        files = [
+            f for f in files if f.endswith(".parquet") and not posixpath.basename(f).startswith(".")
+        ]
         if not files:
             raise FileNotFoundError(f"no .parquet files under {url}")
         self.groups: list[tuple[str, int, int]] = []
-        for f in files:
-            _, path = filesystem(f, storage_options)
+        for path in files:
             with self.fs.open(path, "rb") as fh:
                 meta = pq.ParquetFile(fh).metadata
             for g in range(meta.num_row_groups):

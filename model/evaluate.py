@@ -14,9 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from model.data import Catalog, evaluation_views
-from pipeline.infer import iou, unpack_voxels
-
-THRESHOLD = 0.4
+from model.defaults import BATCH_SIZE
+from model.voxels import GRID, THRESHOLD, iou, unpack_voxels
 
 
 def evaluate(
@@ -25,7 +24,7 @@ def evaluate(
     views: Sequence[int] = (1, 2, 3, 4, 5),
     limit: int | None = None,
     seed: int = 0,
-    batch_size: int = 16,
+    batch_size: int = BATCH_SIZE,
     precision: str = "fp32",
     storage_options: dict | None = None,
 ) -> dict:
@@ -106,7 +105,7 @@ def oracle(
         if limit is not None and index >= limit:
             break
         c = row.get("category") or "all"
-        pred = means[c] >= threshold if c in means else np.zeros((32, 32, 32), bool)
+        pred = means[c] >= threshold if c in means else np.zeros(GRID, bool)
         scores[c].append(float(iou(pred, unpack_voxels(row["voxels"]))))
     every = [x for xs in scores.values() for x in xs]
     return {

@@ -9,7 +9,6 @@ other than the model itself; decoding belongs to the pipeline.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import os
 from collections.abc import Sequence
@@ -18,7 +17,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from model import devices
+from model.defaults import BATCH_SIZE
 from model.saving import load_default, load_model, model_id
+from model.voxels import GRID
 
 PRECISIONS = {"fp32": "float32", "bf16": "mixed_bfloat16"}
 
@@ -72,17 +74,6 @@ def pack_views(
     return np.concatenate(views, axis=0), index
 
 
-def configure_gpus() -> list[str]:
-    """Turn on memory growth for every visible GPU (must run before TF's
-    first op); returns their names."""
-    gpus = tf.config.list_physical_devices("GPU")
-    for gpu in gpus:
-        # Once TF is initialised, growth was decided then; nothing to do.
-        with contextlib.suppress(RuntimeError):
-            tf.config.experimental.set_memory_growth(gpu, True)
-    return [g.name for g in gpus]
-
-
 def with_precision(model: keras.Model, precision: str) -> keras.Model:
     """A copy of `model` computing in `precision` ("fp32" or "bf16"), same
     weights. Inputs, logits and the output stay float32."""
@@ -128,7 +119,7 @@ class Reconstructor:
     def __init__(
         self,
         model: keras.Model | str | os.PathLike | None = None,
-        batch_size: int = 16,
+        batch_size: int = BATCH_SIZE,
         precision: str = "auto",
         device: str = "auto",
         jit_compile: bool | None = None,
@@ -136,7 +127,7 @@ class Reconstructor:
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        gpus = configure_gpus()
+        gpus = devices.configure()
         if device == "auto":
             device = "gpu" if gpus else "cpu"
         if device not in ("cpu", "gpu"):
@@ -196,7 +187,7 @@ class Reconstructor:
         """Probabilities `float32 [N, 32, 32, 32]` for N objects, given each
         object's views as uint8 `[n_i, S, S, 3]` (n_i >= 1, S = image_size)."""
         self.validate(views)
-        out = np.empty((len(views), 32, 32, 32), np.float32)
+        out = np.empty((len(views), *GRID), np.float32)
         # Batch objects of similar view counts together: the recurrence runs
         # (masked) over the longest member's views, so mixing 1 and 24 views in
         # one batch would pay for 24 steps on every object.

@@ -18,8 +18,7 @@ import keras
 import numpy as np
 
 import model.layers  # noqa: F401  (registers the custom layers for deserialization)
-
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "compact-wide.keras"
+from model.defaults import DEFAULT_WEIGHTS
 
 
 def _is_local(url: str) -> bool:

@@ -1,64 +1,42 @@
-"""Image decoding, validation and the model's preprocessing, for the CPU decode
-tasks of the job and for training. A row goes in with encoded views; it comes
-out either with ``uint8`` pixels ready for the model (``[n_views, S, S, 3]``,
-carried as bytes) or as a failed row with a readable reason. Headers are checked
-against a pixel limit before any pixel is decoded, so a decompression bomb
-costs nothing. This module must never import TensorFlow (training imports it
-too, and the decode tasks must stay light) and never let one bad row fail the
-batch it is in.
+"""The decode stage: the job's CPU tasks that turn input rows into model input.
+A row goes in with encoded views; it comes out either with ``uint8`` pixels
+ready for the model (``[n_views, S, S, 3]``, carried as bytes) or as a failed
+row with a readable reason. The per-image work is the model's input contract
+(``model.images``); this module adds the row's limits, validation, identity and
+carried columns. It must never import TensorFlow (the decode tasks must stay
+light) and never let one bad row fail the batch it is in.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from PIL import Image
 
-TEST_BACKGROUND: tuple[int, int, int] = (240, 240, 240)
-CROP_FRACTION: float = 127 / 137
-# 64 megapixels: far above any catalog photo, far below what would exhaust a worker.
-MAX_PIXELS: int = 64_000_000
+from model.images import (
+    CROP_FRACTION,
+    MAX_PIXELS,
+    TEST_BACKGROUND,
+    DecodeError,
+    read_rgba,
+    to_model_input,
+)
+from model.voxels import VOXEL_BYTES
+from pipeline.layout import FAILED, MANIFEST_SCHEMA, OK, SKIPPED
+
 # 64 MiB of encoded images in one row: ~6000 catalog photos of ~10 kB. A row is
 # decoded by one task; a bigger one is refused before any view is decoded.
 MAX_ROW_BYTES: int = 64 * 1024**2
-VOXEL_BYTES: int = 32 * 32 * 32 // 8
 
 # Columns the job reads from the input; everything else scalar is carried.
 INPUT_COLUMNS = ("object_id", "views", "voxels")
-# Columns the job itself adds to each row on its way to the sink; an input column
-# with one of these names is carried as ``input_<name>``.
-RESERVED_COLUMNS = (
-    "row_key",
-    "object_id",
-    "status",
-    "error",
-    "shard",
-    "index",
-    "n_views",
-    "n_views_given",
-    "occupied_voxels",
-    "threshold",
-    "model",
-    "iou",
-    "pixels",
-    "probabilities",
-    "voxels",
-    "views",
-)
-
-# Row states between stages: "ok" (pixels present), "failed" (error set) and
-# "skipped" (committed by an earlier run; only counted by the sink).
-OK, FAILED, SKIPPED = "ok", "failed", "skipped"
-
-
-class DecodeError(ValueError):
-    """An image or row the job cannot use; the message is the manifest's reason."""
+# Columns the job itself adds to each row on its way to the sink (the manifest's
+# own and the payloads between stages); an input column with one of these names
+# is carried as ``input_<name>``.
+RESERVED_COLUMNS = (*MANIFEST_SCHEMA.names, "pixels", "probabilities", "voxels", "views")
 
 
 @dataclass(frozen=True)
@@ -80,103 +58,6 @@ class DecodeConfig:
     max_row_bytes: int = MAX_ROW_BYTES
     background: tuple[int, int, int] = TEST_BACKGROUND
     crop_fraction: float = CROP_FRACTION
-
-
-def read_rgba(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Decode a PNG or JPEG (gray, RGB, RGBA, palette) to ``uint8 [H, W, 4]``.
-
-    Images without alpha get alpha 255. The header's size is checked before the
-    pixels are decoded.
-
-    Raises:
-        DecodeError: empty data, an unknown format, a header over ``max_pixels``,
-            or a truncated or corrupt image.
-    """
-    if data is None or len(data) == 0:
-        raise DecodeError("empty image (0 bytes)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        # Pillow's own guard fired while reading the header (sizes far above ours).
-        raise DecodeError(
-            f"image header claims too many pixels; refused without decoding ({exc})"
-        ) from None
-    except Exception as exc:
-        raise DecodeError(f"not a readable image ({type(exc).__name__})") from exc
-    width, height = image.size
-    if width <= 0 or height <= 0:
-        raise DecodeError(f"image has no pixels ({width}x{height})")
-    if width * height > max_pixels:
-        raise DecodeError(
-            f"image header claims {width}x{height} = {width * height} pixels, "
-            f"over the limit of {max_pixels}; refused without decoding"
-        )
-    # With Pillow's default (ImageFile.LOAD_TRUNCATED_IMAGES False) a truncated
-    # file raises here instead of coming back zero-filled: a partial photo is a bad row.
-    try:
-        image.load()
-        rgba = np.asarray(image.convert("RGBA"), dtype=np.uint8)
-    except Exception as exc:
-        raise DecodeError(f"truncated or corrupt {image.format or ''} image: {exc}") from exc
-    return rgba
-
-
-def to_model_input(
-    rgba: np.ndarray,
-    size: int,
-    background: tuple[int, int, int] = TEST_BACKGROUND,
-    crop_fraction: float = CROP_FRACTION,
-    offset: tuple[float, float] = (0.5, 0.5),
-    flip: bool = False,
-) -> np.ndarray:
-    """The model's input for one view: ``uint8 [size, size, 3]``.
-
-    Composites over ``background``, pads a non-square image to a square with the
-    background, takes a square crop of side ``crop_fraction * side`` at relative
-    ``offset`` ((0.5, 0.5) is the centre: 3D-R2N2's test-time crop of 127 from
-    137), optionally flips it horizontally, and resizes it with Pillow's
-    antialiasing filter.
-
-    Args:
-        rgba: ``uint8 [H, W, 4]`` (from :func:`read_rgba`).
-        size: output side in pixels.
-        background: RGB of the background (training draws it at random).
-        crop_fraction: crop side relative to the square side, in (0, 1].
-        offset: (x, y) of the crop in [0, 1]; 0 is left/top, 1 right/bottom.
-        flip: mirror left-right.
-    """
-    if rgba.ndim != 3 or rgba.shape[2] != 4:
-        raise ValueError(f"expected uint8 [H, W, 4], got {rgba.shape}")
-    # round(rgb * a + bg * (1 - a)) per channel, in Pillow's C code: bit for bit
-    # what the float formula gives (a test holds it to that), 4x faster.
-    image = Image.fromarray(np.ascontiguousarray(rgba, dtype=np.uint8), mode="RGBA")
-    backdrop = Image.new("RGBA", image.size, (*(int(c) for c in background), 255))
-    rgb = np.asarray(Image.alpha_composite(backdrop, image).convert("RGB"))
-
-    height, width = rgb.shape[:2]
-    side = max(height, width)
-    if height != width:
-        square = np.empty((side, side, 3), dtype=np.uint8)
-        square[...] = np.asarray(background, dtype=np.uint8)
-        top, left = (side - height) // 2, (side - width) // 2
-        square[top : top + height, left : left + width] = rgb
-        rgb = square
-
-    crop = max(1, min(side, int(round(side * crop_fraction))))
-    x0 = int(round((side - crop) * float(offset[0])))
-    y0 = int(round((side - crop) * float(offset[1])))
-    rgb = rgb[y0 : y0 + crop, x0 : x0 + crop]
-    if flip:
-        rgb = rgb[:, ::-1]
-    if rgb.shape[0] != size:
-        rgb = np.asarray(
-            Image.fromarray(np.ascontiguousarray(rgb)).resize(
-                (size, size), Image.Resampling.LANCZOS, reducing_gap=None
-            )
-        )
-    return np.ascontiguousarray(rgb, dtype=np.uint8)
 
 
 def decode_views(views: list[bytes] | None, config: DecodeConfig) -> tuple[np.ndarray, int]:

@@ -9,16 +9,17 @@ This module must never import TensorFlow at import time.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from pipeline.decode import FAILED, OK, VOXEL_BYTES, pixels_to_views
-
-GRID = (32, 32, 32)
+from model import devices
+from model.defaults import BATCH_SIZE
+from model.voxels import GRID, THRESHOLD, iou, occupied, quantize, unpack_voxels
+from pipeline.decode import pixels_to_views
+from pipeline.layout import FAILED, OK
 
 
 @dataclass(frozen=True)
@@ -38,78 +39,33 @@ class InferConfig:
 
     model: str
     image_size: int
-    batch_size: int = 16
-    threshold: float = 0.4
+    batch_size: int = BATCH_SIZE
+    threshold: float = THRESHOLD
     gpus: float = 0.0
     cpus: float = 1.0
     precision: str = "auto"
     storage_options: dict[str, Any] = field(default_factory=dict)
 
 
-def quantize(probabilities: np.ndarray) -> np.ndarray:
-    """float p in [0, 1] -> uint8 round(p * 255), the stored form."""
-    return np.clip(np.rint(probabilities * 255.0), 0, 255).astype(np.uint8)
-
-
-def occupied(grid: np.ndarray, threshold: float) -> np.ndarray:
-    """Occupancy of a stored uint8 grid: ``grid / 255 >= threshold``.
-
-    Computed from the stored grid, not the float probabilities, so that anyone
-    reading a shard gets exactly the manifest's ``occupied_voxels``.
-    """
-    return grid.astype(np.float64) >= threshold * 255.0
-
-
-def unpack_voxels(voxels: bytes) -> np.ndarray:
-    """Ground truth bytes (``np.packbits`` of a C-order bool grid) -> bool [32,32,32]."""
-    bits = np.unpackbits(np.frombuffer(voxels, dtype=np.uint8), count=VOXEL_BYTES * 8)
-    return bits.astype(bool).reshape(GRID)
-
-
-def iou(predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Intersection over union of bool grids ``[..., 32, 32, 32]``, one value per
-    grid; 1.0 where both are empty."""
-    axes = (-3, -2, -1)
-    inter = np.logical_and(predicted, truth).sum(axes)
-    union = np.logical_or(predicted, truth).sum(axes)
-    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
-
-
-def restrict_devices(gpus: float) -> None:
-    """Show TensorFlow only this actor's GPUs, before TensorFlow is imported.
-
-    Ray sets ``CUDA_VISIBLE_DEVICES`` for actors that reserve GPUs, but a process
-    that reserves none may see every GPU on the node; an actor without GPUs
-    must not take memory on devices that other actors own.
-    """
+def configure_devices(gpus: float, cpus: float) -> None:
+    """This actor's devices, before TensorFlow is imported: its own GPUs (Ray
+    sets ``CUDA_VISIBLE_DEVICES`` for actors that reserve GPUs, but a process that
+    reserves none may see every GPU on the node and must not take memory on
+    devices other actors own), then TensorFlow's threads bounded by its CPUs."""
     if gpus <= 0:
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""
-        return
-    import ray
+        devices.restrict_gpus([])
+    else:
+        import ray
 
-    ids = [str(i) for i in ray.get_gpu_ids()]
-    if ids:
-        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(ids)
-
-
-def configure_tensorflow(cpus: float) -> Any:
-    """Import TensorFlow with memory growth on every visible GPU and CPU threads
-    bounded by the actor's reservation; returns the module."""
-    import tensorflow as tf
-
-    for gpu in tf.config.list_physical_devices("GPU"):
-        tf.config.experimental.set_memory_growth(gpu, True)
-    if not tf.config.list_physical_devices("GPU"):
-        threads = max(1, int(cpus))
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
-    return tf
+        ids = ray.get_gpu_ids()
+        if ids:
+            devices.restrict_gpus(ids)
+    devices.configure(cpu_threads=int(cpus))
 
 
 def load_reconstructor(config: InferConfig) -> Any:
     """Restrict devices, configure TensorFlow and build the Reconstructor."""
-    restrict_devices(config.gpus)
-    configure_tensorflow(config.cpus)
+    configure_devices(config.gpus, config.cpus)
     from model import Reconstructor
 
     # XLA on or off per device is the Reconstructor's choice (jit_compile=None

@@ -115,7 +115,8 @@ def storage_options(url: str, extra: Mapping[str, Any] | None = None) -> dict[st
 
 
 def redact(options: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of fsspec options with every credential-like value replaced."""
+    """A copy of a mapping (fsspec options, a job's arguments), nested ones
+    included, with every value under a credential-like key replaced."""
     out: dict[str, Any] = {}
     for key, value in options.items():
         if isinstance(value, Mapping):

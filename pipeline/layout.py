@@ -11,6 +11,10 @@ SHARDS = "shards"  # OUTPUT/shards/<name>.npz
 MANIFESTS = "manifests"  # OUTPUT/manifests/<name>.parquet
 SUCCESS = "_SUCCESS"  # OUTPUT/_SUCCESS, JSON, written last
 
+# Row states: "ok" (a grid) and "failed" (a reason) are committed; "skipped"
+# (committed by an earlier run) lives only between the stages and is counted.
+OK, FAILED, SKIPPED = "ok", "failed", "skipped"
+
 # The manifest's own columns, in order; carried input columns follow them.
 MANIFEST_SCHEMA = pa.schema(
     [

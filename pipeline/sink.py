@@ -24,14 +24,12 @@ from ray.data import Datasink
 from ray.data.block import BlockAccessor
 from ray.data.datasource.datasink import WriteResult
 
+from model.voxels import GRID, GRID_BYTES
 from pipeline import io
-from pipeline.decode import FAILED, OK, SKIPPED
-from pipeline.infer import GRID
-from pipeline.layout import MANIFEST_SCHEMA, MANIFESTS, SHARDS
+from pipeline.layout import FAILED, MANIFEST_SCHEMA, MANIFESTS, OK, SHARDS, SKIPPED
 
 # Columns that travel to the sink but are not manifest columns.
 PAYLOAD_COLUMNS = ("probabilities",)
-GRID_BYTES = int(np.prod(GRID))  # one uint8 probability per voxel
 
 
 def shard_name(row_keys: Iterable[str]) -> str:

@@ -60,26 +60,13 @@ def build_summary(
         "output_rows_ok": output_ok,
         "output_rows_failed": output_failed,
         "failed_fraction": round(output_failed / output_rows, 6) if output_rows else 0.0,
-        "arguments": redact_arguments(arguments),
+        "arguments": io.redact(arguments),
         "versions": {
             "voxray": _version("voxray"),
             "ray": _version("ray"),
             "python": platform.python_version(),
         },
     }
-
-
-def redact_arguments(arguments: Mapping[str, Any]) -> dict[str, Any]:
-    """The job's arguments with storage options (and anything secret) redacted."""
-    out: dict[str, Any] = {}
-    for key, value in arguments.items():
-        if isinstance(value, Mapping):
-            out[key] = io.redact(value)
-        elif any(word in key.lower() for word in io.SECRET_OPTION_WORDS):
-            out[key] = "***"
-        else:
-            out[key] = value
-    return out
 
 
 def write_success(

@@ -396,18 +396,18 @@ def test_row_byte_limit_refuses_before_decoding():
 
 
 def test_workers_get_the_memory_settings_and_the_users_own_win():
-    """connect_ray hands WORKER_ENV to every worker of a local Ray; a variable
+    """cluster.connect hands WORKER_ENV to every worker of a local Ray; a variable
     the user already set is left as the user set it."""
     script = f"""
 import os, sys, json
 sys.path.insert(0, {str(REPO)!r})
 import ray
-from jobs import reconstruct
-reconstruct.connect_ray()
-names = sorted(reconstruct.WORKER_ENV)
+from pipeline import cluster
+cluster.connect()
+names = sorted(cluster.WORKER_ENV)
 seen = ray.get(ray.remote(num_cpus=0)(lambda: {{k: os.environ.get(k) for k in names}}).remote())
 print(json.dumps(seen))
-reconstruct.leave(0)
+cluster.leave(0)
 """
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["MALLOC_ARENA_MAX"] = "4"
@@ -416,6 +416,6 @@ reconstruct.leave(0)
     )
     assert result.returncode == 0, result.stderr[-3000:]
     seen = json.loads(result.stdout.strip().splitlines()[-1])
-    from jobs.reconstruct import WORKER_ENV
+    from pipeline.cluster import WORKER_ENV
 
     assert seen == dict(WORKER_ENV, MALLOC_ARENA_MAX="4")

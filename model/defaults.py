@@ -1,0 +1,15 @@
+"""The model's defaults that TensorFlow-free code needs too (the job's driver,
+its command line, the output tools): where the shipped weights are and how many
+objects go through one forward pass. Defined here once; this module must never
+import TensorFlow.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# The weights voxray ships (trained `compact-wide`, see docs/model-card.md).
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "compact-wide.keras"
+
+# Objects per forward pass unless a caller says otherwise (the job's --batch-size).
+BATCH_SIZE = 16

@@ -1,0 +1,369 @@
+"""The reconstruction job as a library: ``JobConfig`` (every argument and its
+default, once), ``preflight`` (the storage checks that run before Ray starts),
+``build_dataset`` (the Ray Data chain) and ``run`` (all of it, returning the
+exit code). ``jobs/reconstruct.py`` is only its command line.
+
+The chain: read Parquet -> split into blocks -> decode and validate (CPU
+tasks) -> Reconstructor actors -> shard sink -> ``_SUCCESS``. Every input row
+leaves exactly one manifest row; running the same config again resumes. The
+driver never imports TensorFlow: the model's id and input size come from a
+one-shot task, and the model itself lives only in the actors.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from model.defaults import BATCH_SIZE
+from model.images import MAX_PIXELS
+from model.voxels import THRESHOLD
+from pipeline import cluster, io, resume, summary
+from pipeline.decode import INPUT_COLUMNS, MAX_ROW_BYTES, DecodeConfig, carried_columns
+from pipeline.layout import SUCCESS
+
+# Exit codes: 0 every row accounted for; 1 the run could not finish (rerun to
+# resume); 2 bad arguments; 3 a setup problem (storage, model, output, cluster);
+# 4 more failed rows than max_failed_fraction allows.
+EXIT_OK, EXIT_RUN, EXIT_USAGE, EXIT_SETUP, EXIT_FAILED_ROWS = 0, 1, 2, 3, 4
+
+# Rows per Ray Data block. Each block costs Ray a task per stage and a call of
+# the actor; at 64 rows that overhead held the job to 0.67 of the model's speed
+# on 2 CPUs, at 256 to 0.88 (docs/benchmarks.md). A block of 256 five-view rows
+# holds 16 MB of decoded pixels at 64x64 (61 MB at 127x127).
+ROWS_PER_BLOCK = 256
+# Two write tasks per CPU: they wait on storage more than they compute, and
+# each holds up to rows_per_shard rows, so more would only add memory.
+WRITE_CPUS = 0.5
+# Views a decode task reads per row at most; the manifest records how many were given.
+MAX_VIEWS = 24
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """The job's arguments, each with its one default (``jobs/reconstruct.py``
+    builds its flags from these).
+
+    Args:
+        input: Parquet file or folder URL.
+        output: output folder URL.
+        model: a ``.keras`` URL; empty for the shipped weights.
+        batch_size: objects per model call.
+        actors: (min, max) model actors; None to size the pool from the cluster.
+        gpus_per_actor: None for 1 when the cluster has GPUs, else 0.
+        cpus_per_actor: CPU reservation per actor (TensorFlow's threads on CPU).
+        max_views: views used per object (the first ones).
+        threshold: p(occupied) for ``occupied_voxels`` and ``iou``.
+        max_failed_fraction: above it the run exits 4 and writes no ``_SUCCESS``.
+        storage_options: fsspec options for every URL.
+        limit: process at most this many input rows.
+        rows_per_shard: the most rows in one shard file.
+        rows_per_block: input rows per Ray Data block.
+        max_pixels: images whose header claims more are refused undecoded.
+        max_row_bytes: rows whose views hold more encoded bytes are refused undecoded.
+        io_retry_seconds: how long each write retries a storage outage.
+        precision: "auto", "fp32" or "bf16".
+    """
+
+    input: str
+    output: str
+    model: str = ""
+    batch_size: int = BATCH_SIZE
+    actors: tuple[int, int] | None = None
+    gpus_per_actor: float | None = None
+    cpus_per_actor: float = 1.0
+    max_views: int = MAX_VIEWS
+    threshold: float = THRESHOLD
+    max_failed_fraction: float = 1.0
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    limit: int | None = None
+    rows_per_shard: int = 1024
+    rows_per_block: int = ROWS_PER_BLOCK
+    max_pixels: int = MAX_PIXELS
+    max_row_bytes: int = MAX_ROW_BYTES
+    io_retry_seconds: float = io.RETRY_SECONDS
+    precision: str = "auto"
+
+    def problems(self) -> list[str]:
+        """What is wrong with these arguments, phrased with the job's flags."""
+        found = [
+            f"--{name.replace('_', '-')} must be >= 1"
+            for name in (
+                "batch_size",
+                "max_views",
+                "rows_per_shard",
+                "rows_per_block",
+                "max_pixels",
+                "max_row_bytes",
+            )
+            if getattr(self, name) < 1
+        ]
+        if self.limit is not None and self.limit < 0:
+            found.append("--limit must be >= 0")
+        if not 0.0 <= self.threshold <= 1.0:
+            found.append("--threshold must be in [0, 1]")
+        if not 0.0 <= self.max_failed_fraction <= 1.0:
+            found.append("--max-failed-fraction must be in [0, 1]")
+        if self.cpus_per_actor <= 0:
+            found.append("--cpus-per-actor must be > 0")
+        if self.io_retry_seconds < 0:
+            found.append("--io-retry-seconds must be >= 0")
+        return found
+
+    def options(self, url: str) -> dict[str, Any]:
+        """Storage options for ``url``, resolved here on the driver (endpoint and
+        region included) so that every worker uses the endpoint the driver checked."""
+        return io.storage_options(url, self.storage_options) if url else {}
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """What the storage checks found, before Ray starts."""
+
+    files: list[str]  # the input's Parquet files
+    columns: list[str]  # the columns to read from them
+    committed: resume.Committed  # what earlier runs committed to the output
+    previous: dict[str, Any] | None  # the output's _SUCCESS, if any
+
+
+def preflight(config: JobConfig) -> Preflight:
+    """Check the input, the output and the model on storage; nothing is written.
+
+    Raises:
+        io.StorageError: a missing or unreadable input, output or model, or an
+            input without the required columns.
+    """
+    in_options = config.options(config.input)
+    out_options = config.options(config.output)
+    files, columns = input_files(config.input, in_options)
+    try:
+        committed = resume.load_committed(config.output, out_options)
+        previous = summary.read_success(config.output, out_options)
+    except Exception as exc:
+        raise io.explain(exc, config.output, "output", out_options) from None
+    if config.model:
+        model_options = config.options(config.model)
+        try:
+            found = io.exists(config.model, model_options)
+        except Exception as exc:
+            raise io.explain(exc, config.model, "model", model_options) from None
+        if not found:
+            raise io.StorageError(f"cannot use model {config.model}: it does not exist.")
+    return Preflight(files=files, columns=columns, committed=committed, previous=previous)
+
+
+def input_files(url: str, options: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The input's Parquet files and the columns to read from them.
+
+    Raises:
+        io.StorageError: a missing or unreadable input, or one without the
+            required columns.
+    """
+    try:
+        files = io.find_files(url, ".parquet", options)
+    except Exception as exc:
+        raise io.explain(exc, url, "input", options) from None
+    if not files:
+        raise io.StorageError(f"cannot use input {url}: it holds no .parquet files.")
+    try:
+        fs, path = io.filesystem(files[0], options)
+        with fs.open(path, "rb") as f:
+            schema = pq.read_schema(f)
+    except Exception as exc:
+        raise io.explain(exc, files[0], "input", options) from None
+    missing = [c for c in ("object_id", "views") if c not in schema.names]
+    if missing:
+        raise io.StorageError(
+            f"cannot use input {url}: column(s) {missing} are missing; the input needs "
+            "object_id (string) and views (list of image bytes)."
+        )
+    columns = [c for c in INPUT_COLUMNS if c in schema.names] + carried_columns(schema)
+    return files, columns
+
+
+def probe_model(config: JobConfig) -> dict[str, Any]:
+    """The model's id and input size, from a one-shot task (TensorFlow stays
+    out of the driver; the task's process exits after it).
+
+    Raises:
+        cluster.SetupError: the model cannot be loaded.
+    """
+    import ray
+
+    from pipeline.infer import probe_model as probe
+
+    task = ray.remote(num_cpus=1, num_gpus=0, max_calls=1)(probe)
+    try:
+        return ray.get(task.remote(config.model, config.options(config.model)))
+    except ray.exceptions.RayTaskError as exc:
+        cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+        raise cluster.SetupError(
+            f"cannot load model {config.model or '(shipped weights)'}: "
+            f"{type(cause).__name__}: {str(cause).strip().splitlines()[-1][:300]}"
+        ) from None
+
+
+def build_dataset(
+    config: JobConfig,
+    found: Preflight,
+    image_size: int,
+    pool: cluster.ActorPool,
+):
+    """The job's Ray Data chain, up to (not including) the sink."""
+    import ray.data
+
+    from pipeline.decode import decode_batch
+    from pipeline.infer import InferConfig, Reconstruct
+
+    decode_config = DecodeConfig(
+        image_size=image_size,
+        max_views=config.max_views,
+        max_pixels=config.max_pixels,
+        max_row_bytes=config.max_row_bytes,
+    )
+    infer_config = InferConfig(
+        model=config.model,
+        image_size=image_size,
+        batch_size=config.batch_size,
+        threshold=config.threshold,
+        gpus=pool.gpus,
+        cpus=pool.cpus,
+        precision=config.precision,
+        storage_options=config.options(config.model),
+    )
+    ds = ray.data.read_parquet(
+        [f.split("://", 1)[-1] if io.is_remote(f) else f for f in found.files],
+        filesystem=io.arrow_filesystem(config.input, config.options(config.input)),
+        columns=found.columns,
+    )
+    if config.limit is not None:
+        ds = ds.limit(config.limit)
+    # A Parquet file arrives as one block per row group (often the whole file):
+    # split it, streaming, so that several decode tasks share the work, the
+    # model starts on the first rows, and shards commit as their rows finish
+    # rather than when a whole file is done (which is what a crash loses).
+    ds = ds.repartition(target_num_rows_per_block=config.rows_per_block)
+    ds = ds.map_batches(
+        decode_batch,
+        fn_kwargs={"config": decode_config, "committed": found.committed.keys},
+        batch_format="pyarrow",
+        batch_size=max(1, min(config.batch_size, 32)),
+        num_cpus=1,
+    )
+    return ds.map_batches(
+        Reconstruct,
+        fn_constructor_kwargs={"config": infer_config},
+        compute=ray.data.ActorPoolStrategy(
+            min_size=pool.min_actors,
+            max_size=pool.max_actors,
+            # Two calls in flight per actor: Ray Data fetches and batches the next
+            # block and serialises the last one's output while the model runs
+            # (the model itself still runs one batch at a time). One call at a
+            # time left the actor's core ~15% short of the model's own speed.
+            max_concurrent_calls_per_actor=2,
+        ),
+        batch_size=config.batch_size,
+        batch_format="pyarrow",
+        num_cpus=pool.cpus,
+        num_gpus=pool.gpus,
+        # A memory reservation keeps Ray from packing more TensorFlow actors on a
+        # node than it can hold; it also keeps decoding in its own CPU tasks, which
+        # Ray Data would otherwise fuse into the actors whenever both reserve the
+        # same resources (always on a CPU-only cluster).
+        memory=cluster.ACTOR_MEMORY,
+    )
+
+
+def run(config: JobConfig) -> int:
+    """Run the job on Ray (joining or starting it); returns the exit code.
+
+    Raises:
+        io.StorageError, cluster.SetupError, resume.OutputConflict: a setup
+            problem, found before any row was processed (exit code 3).
+    """
+    import ray.data
+
+    from pipeline.sink import ShardSink
+
+    started = time.monotonic()
+    out_options = config.options(config.output)
+    # Storage problems surface here, before Ray starts and before any row is read.
+    found = preflight(config)
+    cluster.connect()
+    probed = probe_model(config)
+    model_id = probed["model_id"]
+    committed = found.committed
+    resume.check_model(config.output, committed, model_id, (found.previous or {}).get("model"))
+    if committed.rows:
+        print(
+            f"resume: {committed.rows} rows already committed under {config.output}; skipping them"
+        )
+    try:
+        # _SUCCESS is written last; a stale one must not vouch for this run's output.
+        io.remove(io.join(config.output, SUCCESS), out_options)
+    except Exception as exc:
+        raise io.explain(exc, config.output, "output", out_options) from None
+
+    pool = cluster.plan_actors(config.actors, config.gpus_per_actor, config.cpus_per_actor)
+    sink = ShardSink(
+        config.output,
+        out_options,
+        rows_per_shard=config.rows_per_shard,
+        retry_seconds=config.io_retry_seconds,
+    )
+    # Ray Data retries its reads on errors whose message matches this list; its
+    # defaults are pyarrow's S3 messages, and we read through s3fs.
+    context = ray.data.DataContext.get_current()
+    context.retried_io_errors = [*context.retried_io_errors, *io.TRANSIENT_ERRORS]
+    ds = build_dataset(config, found, probed["image_size"], pool)
+    try:
+        # Writing is mostly waiting on storage; with a whole CPU each, write tasks
+        # queued behind decode tasks for the CPUs the actors leave, and shards
+        # committed only when decoding was done (what a crash would lose).
+        ds.write_datasink(sink, ray_remote_args={"num_cpus": WRITE_CPUS})
+    except Exception as exc:
+        print(
+            f"error: the run stopped before every row was committed ({type(exc).__name__}: "
+            f"{str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else ''}). "
+            "Committed rows are kept: rerun the same command to resume.",
+            file=sys.stderr,
+        )
+        return EXIT_RUN
+
+    totals = sink.totals
+    report = summary.build_summary(
+        rows_ok=totals["rows_ok"],
+        rows_failed=totals["rows_failed"],
+        rows_skipped=totals["rows_skipped"],
+        wall_s=time.monotonic() - started,
+        model=model_id,
+        output=config.output,
+        arguments=asdict(config),
+        committed_before={"rows_ok": committed.rows_ok, "rows_failed": committed.rows_failed},
+        shards=totals["shards"],
+    )
+    passed = report["failed_fraction"] <= config.max_failed_fraction
+    success_url = None
+    if passed:
+        success_url = io.retrying(
+            lambda: summary.write_success(config.output, report, out_options),
+            config.io_retry_seconds,
+        )
+    print(summary.format_report(report, success_url))
+    if not passed:
+        print(
+            f"error: {report['failed_fraction']:.1%} of the output's rows failed, over "
+            f"--max-failed-fraction {config.max_failed_fraction:.1%}; see the 'error' column "
+            "of the manifests.",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED_ROWS
+    return EXIT_OK
+
+
+# What run() raises for a problem found before any row was processed (exit 3).
+SETUP_ERRORS = (cluster.SetupError, io.StorageError, resume.OutputConflict)
