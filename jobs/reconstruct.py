@@ -82,6 +82,11 @@ FLAGS: dict[str, tuple[dict, str]] = {
         "how long each write retries a storage outage before the run stops (exit 1); "
         "reads retry through Ray Data (up to 10 attempts) on the same errors",
     ),
+    "--skip-bad-files": (
+        {"action": "store_true"},
+        "read around input files that cannot be read or whose columns do not fit the input "
+        "contract (each is named in the summary) instead of stopping with exit 3",
+    ),
     "--precision": (
         {"choices": ("auto", "fp32", "bf16")},
         "model arithmetic; auto: bf16 where the device computes it natively "
@@ -113,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, (kwargs, text) in FLAGS.items():
         name = flag[2:].replace("-", "_")
         default = DEFAULTS[name]
-        help_text = f"{text} (default: {default})" if default not in (None, "") else text
+        shown = default not in (None, "") and not isinstance(default, bool)
+        help_text = f"{text} (default: {default})" if shown else text
         parser.add_argument(flag, default=default, help=help_text, **kwargs)
     return parser
 

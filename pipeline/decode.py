@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from model.images import (
     CROP_FRACTION,
@@ -25,7 +24,7 @@ from model.images import (
     to_model_input,
 )
 from model.voxels import VOXEL_BYTES
-from pipeline.layout import FAILED, MANIFEST_SCHEMA, OK, SKIPPED
+from pipeline.layout import FAILED, MANIFEST_SCHEMA, OK
 
 # 64 MiB of encoded images in one row: ~6000 catalog photos of ~10 kB. A row is
 # decoded by one task; a bigger one is refused before any view is decoded.
@@ -98,8 +97,8 @@ def check_voxels(voxels: bytes | None) -> None:
 
 
 def row_key(object_id: str | None, views: list[bytes] | None, voxels: bytes | None) -> str:
-    """The identity resume uses: the object_id, or for a row without one a
-    digest of its content, so that a rerun recognises it too."""
+    """A key for a row that comes without the reader's positional one: the
+    object_id, or for a row without one a digest of its content."""
     if object_id is not None:
         return object_id
     digest = hashlib.sha256()
@@ -123,21 +122,19 @@ def carried_name(name: str) -> str:
     return f"input_{name}" if name in RESERVED_COLUMNS else name
 
 
-def decode_batch(
-    batch: pa.Table, config: DecodeConfig, committed: pa.Array | None = None
-) -> pa.Table:
+def decode_batch(batch: pa.Table, config: DecodeConfig) -> pa.Table:
     """The decode stage over one batch of input rows.
 
     Every input row yields one output row with ``row_key``, ``object_id``,
-    ``status`` (ok | failed | skipped), ``error``, ``n_views``,
-    ``n_views_given``, ``pixels`` (``uint8 [n, S, S, 3]`` as bytes, ok rows
-    only), ``voxels`` (validated ground truth or null) and the carried columns.
+    ``status`` (ok | failed), ``error``, ``n_views``, ``n_views_given``,
+    ``pixels`` (``uint8 [n, S, S, 3]`` as bytes, ok rows only), ``voxels``
+    (validated ground truth or null) and the carried columns.
 
     Args:
-        batch: input rows (``object_id``, ``views``, optional ``voxels``, ...).
+        batch: input rows (``object_id``, ``views``, optional ``voxels``, ...),
+            with the ``row_key`` the job's reader gives each row (rows without
+            one are keyed by ``object_id``, see :func:`row_key`).
         config: model input size and limits.
-        committed: row keys already in the output's manifests; such rows come
-            out as ``skipped`` without being decoded.
     """
     n = batch.num_rows
     ids = batch.column("object_id").to_pylist() if "object_id" in batch.column_names else [None] * n
@@ -145,32 +142,27 @@ def decode_batch(
     has_voxels = "voxels" in batch.column_names
     voxels_in = batch.column("voxels").to_pylist() if has_voxels else [None] * n
 
-    keys = [
-        ids[i] if ids[i] is not None else row_key(None, views_col[i].as_py(), voxels_in[i])
-        for i in range(n)
-    ]
-    skip = (
-        pc.is_in(pa.array(keys, pa.string()), value_set=committed).to_pylist()
-        if committed is not None and len(committed) > 0
-        else [False] * n
-    )
+    if "row_key" in batch.column_names:
+        keys = batch.column("row_key").to_pylist()
+    else:
+        keys = [
+            ids[i] if ids[i] is not None else row_key(None, views_col[i].as_py(), voxels_in[i])
+            for i in range(n)
+        ]
     statuses, errors, pixels, used, given, voxels = [], [], [], [], [], []
     for i in range(n):
         status, error, px, n_used, n_given, vox = OK, None, None, None, None, None
-        if skip[i]:
-            status = SKIPPED
-        else:
-            try:
-                views = views_col[i].as_py()
-                n_given = len(views) if views is not None else 0
-                if ids[i] is None:
-                    raise DecodeError("object_id is null")
-                check_voxels(voxels_in[i])
-                array, n_given = decode_views(views, config)
-                px, n_used, vox = array.tobytes(), int(array.shape[0]), voxels_in[i]
-            except Exception as exc:  # one bad row must never fail the batch
-                status = FAILED
-                error = str(exc) if isinstance(exc, DecodeError) else f"decode: {exc!r}"
+        try:
+            views = views_col[i].as_py()
+            n_given = len(views) if views is not None else 0
+            if ids[i] is None:
+                raise DecodeError("object_id is null")
+            check_voxels(voxels_in[i])
+            array, n_given = decode_views(views, config)
+            px, n_used, vox = array.tobytes(), int(array.shape[0]), voxels_in[i]
+        except Exception as exc:  # one bad row must never fail the batch
+            status = FAILED
+            error = str(exc) if isinstance(exc, DecodeError) else f"decode: {exc!r}"
         statuses.append(status)
         errors.append(error)
         pixels.append(px)
@@ -189,7 +181,8 @@ def decode_batch(
         "voxels": pa.array(voxels, pa.binary()),
     }
     for name in carried_columns(batch.schema):
-        columns[carried_name(name)] = batch.column(name)
+        if name != "row_key":  # the reader's key (an input's own is input_row_key by then)
+            columns[carried_name(name)] = batch.column(name)
     return pa.table(columns)
 
 

@@ -17,14 +17,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import pyarrow.parquet as pq
-
 from model.defaults import BATCH_SIZE
 from model.images import MAX_PIXELS
 from model.voxels import THRESHOLD
-from pipeline import cluster, io, resume, summary
-from pipeline.decode import INPUT_COLUMNS, MAX_ROW_BYTES, DecodeConfig, carried_columns
+from pipeline import cluster, index, inputs, io, plan, resume, summary
+from pipeline.decode import MAX_ROW_BYTES, DecodeConfig
 from pipeline.layout import SUCCESS
+from pipeline.lease import Lease, LeaseHeld
 
 # Exit codes: 0 every row accounted for; 1 the run could not finish (rerun to
 # resume); 2 bad arguments; 3 a setup problem (storage, model, output, cluster);
@@ -67,6 +66,8 @@ class JobConfig:
         max_row_bytes: rows whose views hold more encoded bytes are refused undecoded.
         io_retry_seconds: how long each write retries a storage outage.
         precision: "auto", "fp32" or "bf16".
+        skip_bad_files: read around input files that cannot be read or whose
+            columns do not fit (each is named in the summary) instead of stopping.
     """
 
     input: str
@@ -87,6 +88,7 @@ class JobConfig:
     max_row_bytes: int = MAX_ROW_BYTES
     io_retry_seconds: float = io.RETRY_SECONDS
     precision: str = "auto"
+    skip_bad_files: bool = False
 
     def problems(self) -> list[str]:
         """What is wrong with these arguments, phrased with the job's flags."""
@@ -124,27 +126,35 @@ class JobConfig:
 class Preflight:
     """What the storage checks found, before Ray starts."""
 
-    files: list[str]  # the input's Parquet files
-    columns: list[str]  # the columns to read from them
+    scan: inputs.Scan  # every input file's footer
     committed: resume.Committed  # what earlier runs committed to the output
+    read_plan: plan.ReadPlan  # the fragments this run reads
     previous: dict[str, Any] | None  # the output's _SUCCESS, if any
 
 
 def preflight(config: JobConfig) -> Preflight:
-    """Check the input, the output and the model on storage; nothing is written.
+    """Check the input, the output and the model on storage and plan the read;
+    nothing is written.
 
     Raises:
-        io.StorageError: a missing or unreadable input, output or model, or an
-            input without the required columns.
+        io.StorageError: a missing or unreadable input, output or model; input
+            files that cannot be read or whose columns do not fit (unless
+            ``skip_bad_files``); an input file changed since rows of it were
+            committed.
     """
     in_options = config.options(config.input)
     out_options = config.options(config.output)
-    files, columns = input_files(config.input, in_options)
+    scan = scan_input(config.input, in_options, config.skip_bad_files)
     try:
         committed = resume.load_committed(config.output, out_options)
         previous = summary.read_success(config.output, out_options)
     except Exception as exc:
         raise io.explain(exc, config.output, "output", out_options) from None
+    files = [plan.InputFile(f.url, f.size, f.version or "", f.row_groups) for f in scan.usable]
+    try:
+        read_plan = plan.plan(files, committed.coverage, config.limit)
+    except plan.InputChanged as exc:
+        raise io.StorageError(str(exc)) from None
     if config.model:
         model_options = config.options(config.model)
         try:
@@ -153,15 +163,15 @@ def preflight(config: JobConfig) -> Preflight:
             raise io.explain(exc, config.model, "model", model_options) from None
         if not found:
             raise io.StorageError(f"cannot use model {config.model}: it does not exist.")
-    return Preflight(files=files, columns=columns, committed=committed, previous=previous)
+    return Preflight(scan=scan, committed=committed, read_plan=read_plan, previous=previous)
 
 
-def input_files(url: str, options: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """The input's Parquet files and the columns to read from them.
+def scan_input(url: str, options: dict[str, Any], skip_bad_files: bool = False) -> inputs.Scan:
+    """Every input file's footer, checked against the input contract.
 
     Raises:
-        io.StorageError: a missing or unreadable input, or one without the
-            required columns.
+        io.StorageError: a missing input, one without Parquet files, or (unless
+            ``skip_bad_files``) files that cannot be read or do not fit, named.
     """
     try:
         files = io.find_files(url, ".parquet", options)
@@ -169,20 +179,18 @@ def input_files(url: str, options: dict[str, Any]) -> tuple[list[str], list[str]
         raise io.explain(exc, url, "input", options) from None
     if not files:
         raise io.StorageError(f"cannot use input {url}: it holds no .parquet files.")
-    try:
-        fs, path = io.filesystem(files[0], options)
-        with fs.open(path, "rb") as f:
-            schema = pq.read_schema(f)
-    except Exception as exc:
-        raise io.explain(exc, files[0], "input", options) from None
-    missing = [c for c in ("object_id", "views") if c not in schema.names]
-    if missing:
-        raise io.StorageError(
-            f"cannot use input {url}: column(s) {missing} are missing; the input needs "
-            "object_id (string) and views (list of image bytes)."
-        )
-    columns = [c for c in INPUT_COLUMNS if c in schema.names] + carried_columns(schema)
-    return files, columns
+    scan = inputs.scan(files, options)
+    if not scan.usable:
+        raise io.StorageError(f"cannot use input {url}: no file can be used.\n{scan.report()}")
+    if not scan.ok:
+        if not skip_bad_files:
+            raise io.StorageError(
+                f"cannot use input {url}: some files cannot be read or do not fit the input "
+                f"contract; fix or remove them, or pass --skip-bad-files to read around them.\n"
+                f"{scan.report()}"
+            )
+        print(f"warning: reading around bad input files (--skip-bad-files)\n{scan.report()}")
+    return scan
 
 
 def probe_model(config: JobConfig) -> dict[str, Any]:
@@ -218,6 +226,7 @@ def build_dataset(
 
     from pipeline.decode import decode_batch
     from pipeline.infer import InferConfig, Reconstruct
+    from pipeline.source import CatalogSource
 
     decode_config = DecodeConfig(
         image_size=image_size,
@@ -235,21 +244,19 @@ def build_dataset(
         precision=config.precision,
         storage_options=config.options(config.model),
     )
-    ds = ray.data.read_parquet(
-        [f.split("://", 1)[-1] if io.is_remote(f) else f for f in found.files],
-        filesystem=io.arrow_filesystem(config.input, config.options(config.input)),
-        columns=found.columns,
+    # The reader yields blocks of rows_per_block rows with their row keys, and
+    # only the rows the output lacks: committed fragments are not in the plan.
+    source = CatalogSource(
+        found.read_plan,
+        found.scan.schema,
+        config.rows_per_block,
+        config.options(config.input),
+        config.io_retry_seconds,
     )
-    if config.limit is not None:
-        ds = ds.limit(config.limit)
-    # A Parquet file arrives as one block per row group (often the whole file):
-    # split it, streaming, so that several decode tasks share the work, the
-    # model starts on the first rows, and shards commit as their rows finish
-    # rather than when a whole file is done (which is what a crash loses).
-    ds = ds.repartition(target_num_rows_per_block=config.rows_per_block)
+    ds = ray.data.read_datasource(source)
     ds = ds.map_batches(
         decode_batch,
-        fn_kwargs={"config": decode_config, "committed": found.committed.keys},
+        fn_kwargs={"config": decode_config},
         batch_format="pyarrow",
         batch_size=max(1, min(config.batch_size, 32)),
         num_cpus=1,
@@ -282,26 +289,43 @@ def run(config: JobConfig) -> int:
     """Run the job on Ray (joining or starting it); returns the exit code.
 
     Raises:
-        io.StorageError, cluster.SetupError, resume.OutputConflict: a setup
-            problem, found before any row was processed (exit code 3).
+        io.StorageError, cluster.SetupError, resume.OutputConflict, LeaseHeld:
+            a setup problem, found before any row was processed (exit code 3).
     """
-    import ray.data
-
-    from pipeline.sink import ShardSink
-
     started = time.monotonic()
     out_options = config.options(config.output)
     # Storage problems surface here, before Ray starts and before any row is read.
     found = preflight(config)
+    lease = Lease(config.output, out_options)
+    try:
+        # The job's first write: an output that cannot be written fails here.
+        lease.acquire()
+    except LeaseHeld:
+        raise
+    except Exception as exc:
+        raise io.explain(exc, config.output, "output", out_options) from None
+    try:
+        return _run(config, found, started)
+    finally:
+        lease.release()
+
+
+def _run(config: JobConfig, found: Preflight, started: float) -> int:
+
+    from pipeline.sink import ShardSink
+
+    out_options = config.options(config.output)
+    committed, read_plan = found.committed, found.read_plan
+    if committed.rows:
+        print(
+            f"resume: {committed.rows} rows already committed under {config.output}; "
+            f"{read_plan.rows_committed} of this run's {read_plan.rows_total} input rows are "
+            f"among them and are not read again"
+        )
     cluster.connect()
     probed = probe_model(config)
     model_id = probed["model_id"]
-    committed = found.committed
     resume.check_model(config.output, committed, model_id, (found.previous or {}).get("model"))
-    if committed.rows:
-        print(
-            f"resume: {committed.rows} rows already committed under {config.output}; skipping them"
-        )
     try:
         # _SUCCESS is written last; a stale one must not vouch for this run's output.
         io.remove(io.join(config.output, SUCCESS), out_options)
@@ -315,30 +339,29 @@ def run(config: JobConfig) -> int:
         rows_per_shard=config.rows_per_shard,
         retry_seconds=config.io_retry_seconds,
     )
-    # Ray Data retries its reads on errors whose message matches this list; its
-    # defaults are pyarrow's S3 messages, and we read through s3fs.
-    context = ray.data.DataContext.get_current()
-    context.retried_io_errors = [*context.retried_io_errors, *io.TRANSIENT_ERRORS]
-    ds = build_dataset(config, found, probed["image_size"], pool)
-    try:
-        # Writing is mostly waiting on storage; with a whole CPU each, write tasks
-        # queued behind decode tasks for the CPUs the actors leave, and shards
-        # committed only when decoding was done (what a crash would lose).
-        ds.write_datasink(sink, ray_remote_args={"num_cpus": WRITE_CPUS})
-    except Exception as exc:
-        print(
-            f"error: the run stopped before every row was committed ({type(exc).__name__}: "
-            f"{str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else ''}). "
-            "Committed rows are kept: rerun the same command to resume.",
-            file=sys.stderr,
-        )
-        return EXIT_RUN
+    if read_plan.fragments:
+        ds = build_dataset(config, found, probed["image_size"], pool)
+        try:
+            # Writing is mostly waiting on storage; with a whole CPU each, write tasks
+            # queued behind decode tasks for the CPUs the actors leave, and shards
+            # committed only when decoding was done (what a crash would lose).
+            ds.write_datasink(sink, ray_remote_args={"num_cpus": WRITE_CPUS})
+        except Exception as exc:
+            print(
+                f"error: the run stopped before every row was committed ({type(exc).__name__}: "
+                f"{str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else ''}). "
+                "Committed rows are kept: rerun the same command to resume.",
+                file=sys.stderr,
+            )
+            return EXIT_RUN
+    # The manifests this run committed, folded into the output's index.
+    io.retrying(lambda: index.fold(config.output, out_options), config.io_retry_seconds)
 
     totals = sink.totals
     report = summary.build_summary(
         rows_ok=totals["rows_ok"],
         rows_failed=totals["rows_failed"],
-        rows_skipped=totals["rows_skipped"],
+        rows_skipped=read_plan.rows_committed,
         wall_s=time.monotonic() - started,
         model=model_id,
         output=config.output,
@@ -366,4 +389,4 @@ def run(config: JobConfig) -> int:
 
 
 # What run() raises for a problem found before any row was processed (exit 3).
-SETUP_ERRORS = (cluster.SetupError, io.StorageError, resume.OutputConflict)
+SETUP_ERRORS = (cluster.SetupError, io.StorageError, resume.OutputConflict, LeaseHeld)

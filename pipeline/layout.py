@@ -9,11 +9,12 @@ import pyarrow as pa
 
 SHARDS = "shards"  # OUTPUT/shards/<name>.npz
 MANIFESTS = "manifests"  # OUTPUT/manifests/<name>.parquet
+INDEX = "index"  # OUTPUT/index/part-<digest>.parquet: the manifests, folded
 SUCCESS = "_SUCCESS"  # OUTPUT/_SUCCESS, JSON, written last
+LEASE = "_LEASE"  # OUTPUT/_LEASE, JSON: the running job's driver (pipeline.lease)
 
-# Row states: "ok" (a grid) and "failed" (a reason) are committed; "skipped"
-# (committed by an earlier run) lives only between the stages and is counted.
-OK, FAILED, SKIPPED = "ok", "failed", "skipped"
+# Row states: "ok" (a grid) or "failed" (a reason).
+OK, FAILED = "ok", "failed"
 
 # The manifest's own columns, in order; carried input columns follow them.
 MANIFEST_SCHEMA = pa.schema(
@@ -29,6 +30,8 @@ MANIFEST_SCHEMA = pa.schema(
         ("threshold", pa.float64()),
         ("model", pa.string()),  # stable id of the weights
         ("iou", pa.float32()),  # against the input's voxels, else null
-        ("row_key", pa.string()),  # object_id, or a content digest when it is null
+        ("row_key", pa.string()),  # the input row's position: "<fragment>:<row>"
+        ("grid_offset", pa.int64()),  # byte offset of the grid's zip record in the shard
+        ("grid_bytes", pa.int32()),  # its length: one range read fetches the grid
     ]
 )

@@ -1,28 +1,57 @@
-"""Reading a job's output, for downstream users and for the job itself:
-``read_manifests`` gathers every committed manifest into one Arrow table, and
-``load_grid`` fetches one object's grid from its shard. Only manifests are read
-to find rows, so a shard left behind by a crashed task (written, never
-committed) is invisible. This module must never write, and never import
-TensorFlow or Ray.
+"""Reading a job's output, for analysts and for the job itself. ``Output(url)``
+answers the usual questions in one place: which rows (``manifests``, ``select``,
+``sql`` through DuckDB), whose grid (``grid``, ``grids``, by ``object_id`` or by
+manifest row), and what went in (``views``, ``truth``, read from the catalog the
+job read). ``read_manifests`` gathers every committed manifest into one Arrow
+table, and every other answer is built on it, so rows are always found through
+the commit record: a shard left behind by a crashed task is invisible. Grids are
+read through ``pipeline.shards`` (one range read per grid where the manifest
+says where it lies, the whole shard otherwise).
+
+This module must never write, and never import TensorFlow or Ray; DuckDB is
+imported only when SQL is asked for.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import re
+import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from io import BytesIO
-from typing import Any
+from functools import reduce
+from operator import and_
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from pipeline import io
-from pipeline.layout import MANIFEST_SCHEMA, MANIFESTS
+from model import images, voxels
+from pipeline import io, shards
+from pipeline.layout import MANIFEST_SCHEMA, MANIFESTS, OK, SHARDS, SUCCESS
 
+if TYPE_CHECKING:
+    import duckdb
+
+# What finding and reading a grid needs from a manifest row.
+LOCATOR = ["object_id", "status", "error", "shard", "index", "grid_offset", "grid_bytes"]
 _SHARD_CACHE: OrderedDict[str, dict[str, np.ndarray]] = OrderedDict()
 _SHARD_CACHE_SIZE = 4
+_SHARD_CACHE_LOCK = threading.Lock()
+_SHOWN_IDS = 5  # ids named in an error message
+
+
+class DuplicateIdError(LookupError):
+    """An ``object_id`` with several manifest (or catalog) rows, asked for as one."""
+
+
+class FailedRowError(ValueError):
+    """A manifest row that has no grid: its input row failed, for the reason given."""
 
 
 def manifest_urls(url: str, storage_options: Mapping[str, Any] | None = None) -> list[str]:
@@ -31,12 +60,27 @@ def manifest_urls(url: str, storage_options: Mapping[str, Any] | None = None) ->
 
 
 def read_manifest(
-    url: str, columns: list[str] | None = None, storage_options: Mapping[str, Any] | None = None
+    url: str,
+    columns: list[str] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    filter: pc.Expression | None = None,
 ) -> pa.Table:
-    """One manifest file as a table."""
+    """One manifest file as a table: the ``columns`` it has (all by default), and
+    only the rows that pass ``filter`` (pushed into the Parquet reader).
+
+    Raises:
+        pyarrow.ArrowInvalid: ``filter`` names a column this manifest lacks.
+    """
     fs, path = io.filesystem(url, storage_options)
     with fs.open(path, "rb") as f:
-        return pq.read_table(f, columns=columns)
+        parquet = pq.ParquetFile(f)
+        if columns is not None:
+            present = set(parquet.schema_arrow.names)
+            columns = [c for c in columns if c in present]
+        if filter is None:
+            return parquet.read(columns=columns)
+        f.seek(0)
+        return pq.read_table(f, columns=columns, filters=filter)
 
 
 def read_manifests(
@@ -44,16 +88,31 @@ def read_manifests(
     columns: list[str] | None = None,
     storage_options: Mapping[str, Any] | None = None,
     threads: int = 16,
+    *,
+    filter: pc.Expression | None = None,
 ) -> pa.Table:
     """Every manifest row under the output ``url`` as one table.
 
     Manifests written by reruns with different carried columns are combined,
-    missing columns becoming nulls. An output with no manifests gives an empty
-    table with the manifest's own columns.
+    missing columns becoming nulls; requested ``columns`` that no manifest has
+    are left out. An output with no manifests gives an empty table with the
+    manifest's own columns.
+
+    Args:
+        url: the output URL.
+        columns: the columns to read (all by default).
+        storage_options: fsspec options for ``url``.
+        threads: manifests read at once.
+        filter: a ``pyarrow.compute`` expression; only rows that pass it are
+            returned. It is pushed into each manifest's Parquet reader (row
+            groups whose statistics exclude it are not read), and may name
+            columns that are not in ``columns``. A row of a manifest that lacks
+            a column the filter names sees it as null.
 
     Example:
         >>> table = read_manifests("s3://bucket/grids")
         >>> ok = table.filter(pc.equal(table["status"], "ok"))
+        >>> chairs = read_manifests("s3://bucket/grids", filter=pc.field("category") == "chair")
     """
     urls = manifest_urls(url, storage_options)
     if not urls:
@@ -61,58 +120,547 @@ def read_manifests(
         if columns is not None:
             schema = pa.schema([f for f in MANIFEST_SCHEMA if f.name in columns])
         return schema.empty_table()
+
+    def read(u: str) -> pa.Table | None:
+        try:
+            return read_manifest(u, columns, storage_options, filter)
+        except pa.ArrowInvalid as exc:
+            if filter is None or "FieldRef" not in str(exc):
+                raise
+            return None  # the filter names a column this manifest lacks: below
+
     with ThreadPoolExecutor(max_workers=max(1, min(threads, len(urls)))) as pool:
-        tables = list(pool.map(lambda u: read_manifest(u, columns, storage_options), urls))
-    return pa.concat_tables(tables, promote_options="permissive")
+        tables = list(pool.map(read, urls))
+        lacking = [u for u, t in zip(urls, tables, strict=True) if t is None]
+        if lacking:
+            # Rare (reruns that carried other columns): evaluate the filter on
+            # those manifests with the missing columns as nulls of their type elsewhere.
+            schemas = list(pool.map(lambda u: _read_schema(u, storage_options), urls))
+            schema = pa.unify_schemas(schemas, promote_options="permissive")
+            for position, u in enumerate(urls):
+                if tables[position] is None:
+                    tables[position] = _filter_lacking(u, schema, columns, filter, storage_options)
+    table = pa.concat_tables(tables, promote_options="permissive")
+    if columns is not None:
+        table = table.select([c for c in columns if c in table.column_names])
+    return table
+
+
+def _read_schema(url: str, storage_options: Mapping[str, Any] | None) -> pa.Schema:
+    fs, path = io.filesystem(url, storage_options)
+    with fs.open(path, "rb") as f:
+        return pq.read_schema(f)
+
+
+def _filter_lacking(
+    url: str,
+    schema: pa.Schema,
+    columns: list[str] | None,
+    filter: pc.Expression,
+    storage_options: Mapping[str, Any] | None,
+) -> pa.Table:
+    table = read_manifest(url, None, storage_options)
+    for field in schema:
+        if field.name not in table.column_names:
+            table = table.append_column(field, pa.nulls(table.num_rows, field.type))
+    try:
+        table = table.filter(filter)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise ValueError(
+            f"cannot filter the manifests with {filter}: {exc}. Their columns: {schema.names}"
+        ) from None
+    return table if columns is None else table.select([c for c in columns if c in table.schema.names])
 
 
 def load_shard(
     url: str, shard: str, storage_options: Mapping[str, Any] | None = None
 ) -> dict[str, np.ndarray]:
-    """The arrays of one shard (``object_id``, ``probabilities``); the last few
-    shards read are kept in memory, since rows of a shard are usually read together."""
-    key = io.join(url, shard)
-    if key in _SHARD_CACHE:
-        _SHARD_CACHE.move_to_end(key)
-        return _SHARD_CACHE[key]
-    data = io.read_bytes(key, storage_options)
-    with np.load(BytesIO(data), allow_pickle=False) as npz:
-        arrays = {name: npz[name] for name in npz.files}
-    _SHARD_CACHE[key] = arrays
-    while len(_SHARD_CACHE) > _SHARD_CACHE_SIZE:
-        _SHARD_CACHE.popitem(last=False)
+    """The arrays of one whole shard (``object_id``, ``probabilities``); the last
+    few shards read are kept in memory, since rows of a shard are usually read together."""
+    key = io.join(url, _checked_shard(shard))
+    with _SHARD_CACHE_LOCK:
+        if key in _SHARD_CACHE:
+            _SHARD_CACHE.move_to_end(key)
+            return _SHARD_CACHE[key]
+    arrays = shards.read_shard(key, storage_options)
+    with _SHARD_CACHE_LOCK:
+        _SHARD_CACHE[key] = arrays
+        while len(_SHARD_CACHE) > _SHARD_CACHE_SIZE:
+            _SHARD_CACHE.popitem(last=False)
     return arrays
 
 
 def load_grid(
     url: str,
-    manifest_row: Mapping[str, Any] | pa.Table,
+    row: str | Mapping[str, Any] | pa.Table,
     storage_options: Mapping[str, Any] | None = None,
 ) -> np.ndarray:
-    """The ``uint8 [32, 32, 32]`` grid (round(p * 255)) of one ok manifest row.
+    """The ``uint8 [32, 32, 32]`` grid (round(p * 255)) of one object: by its
+    ``object_id`` or by its manifest row (a dict, or a one-row table).
+    ``Output(url, storage_options).grid(row)``; see :meth:`Output.grid`."""
+    return Output(url, storage_options).grid(row)
 
-    Args:
-        url: the output URL the manifest was read from.
-        manifest_row: a row as a dict (``table.to_pylist()[i]``) or a one-row table.
-        storage_options: fsspec options for ``url``.
+
+def decode_view(
+    data: bytes, size: int | None = None, crop: bool = False, max_pixels: int = images.MAX_PIXELS
+) -> np.ndarray:
+    """One encoded input view as ``uint8 [S, S, 3]``, as the job prepared it:
+    composited over the model's background and padded to a square of side
+    ``S`` (``size``, else the image's longer side); with ``crop`` also the
+    model's 127/137 centre crop, i.e. what the model saw, up to resizing.
 
     Raises:
-        ValueError: the row is not ok, or its shard disagrees with the manifest.
+        model.images.DecodeError: the view cannot be decoded (the row's reason).
     """
-    if isinstance(manifest_row, pa.Table):
-        if manifest_row.num_rows != 1:
-            raise ValueError(f"expected one manifest row, got {manifest_row.num_rows}")
-        manifest_row = manifest_row.to_pylist()[0]
-    if manifest_row.get("status") != "ok" or manifest_row.get("shard") is None:
-        raise ValueError(
-            f"object {manifest_row.get('object_id')!r} has no grid: "
-            f"status {manifest_row.get('status')!r}, error {manifest_row.get('error')!r}"
+    rgba = images.read_rgba(data, max_pixels)
+    side = size or max(rgba.shape[:2])
+    fraction = images.CROP_FRACTION if crop else 1.0
+    return images.to_model_input(rgba, side, crop_fraction=fraction)
+
+
+class Output:
+    """A job's output, read-only: its manifests, grids and, through the catalog
+    the job read, its inputs.
+
+    Lookups by ``object_id`` read the manifests with the id pushed down as a
+    filter, once per call: to read many grids, pass them all to :meth:`grids`.
+    An id may have several rows (a catalog that repeats it gets one manifest
+    row per input row); asking for it as one object (:meth:`row`, :meth:`grid`,
+    :meth:`views`, :meth:`truth`) then raises :class:`DuplicateIdError`: pick a
+    row from :meth:`rows` and pass that row instead.
+
+    Args:
+        url: the output URL (local path, ``file://`` or ``s3://``).
+        storage_options: fsspec options for the output and the catalog; S3
+            settings also come from the standard AWS variables.
+        catalog: the Parquet catalog (file or folder) the job read, for
+            :meth:`views`, :meth:`truth` and the ``catalog`` table in :meth:`sql`.
+            By default, the job's ``--input`` as its ``_SUCCESS`` records it.
+        threads: storage reads in flight at once.
+
+    Example:
+        >>> out = Output("outputs/demo")
+        >>> worst = out.select(worst=5)                # the 5 rows of lowest IoU
+        >>> grids = out.grids(worst)                   # uint8 [5, 32, 32, 32]
+        >>> out.sql("select category, avg(iou) from manifests group by 1").show()
+    """
+
+    def __init__(
+        self,
+        url: str,
+        storage_options: Mapping[str, Any] | None = None,
+        catalog: str | None = None,
+        threads: int = 16,
+    ):
+        self.url = url
+        self.storage_options = dict(storage_options or {})
+        self._catalog = catalog
+        self.threads = threads
+        self._connection: duckdb.DuckDBPyConnection | None = None
+        self._catalog_dataset: ds.Dataset | None = None
+
+    def __repr__(self) -> str:
+        return f"Output({self.url!r}, catalog={self._catalog!r})"
+
+    # --- the manifests -------------------------------------------------------
+
+    def manifests(
+        self, columns: list[str] | None = None, filter: pc.Expression | None = None
+    ) -> pa.Table:
+        """Manifest rows as an Arrow table: ``columns`` (all by default) of the
+        rows passing ``filter`` (a ``pyarrow.compute`` expression, pushed into
+        the Parquet reader). See :func:`read_manifests`."""
+        return read_manifests(
+            self.url, columns, self.storage_options, self.threads, filter=filter
         )
-    arrays = load_shard(url, manifest_row["shard"], storage_options)
-    index = int(manifest_row["index"])
-    if str(arrays["object_id"][index]) != manifest_row["object_id"]:
-        raise ValueError(
-            f"shard {manifest_row['shard']} holds {arrays['object_id'][index]!r} at "
-            f"index {index}, the manifest says {manifest_row['object_id']!r}"
-        )
-    return np.array(arrays["probabilities"][index], dtype=np.uint8)
+
+    def success(self) -> dict[str, Any] | None:
+        """The job's ``_SUCCESS`` summary, or None while no run has completed."""
+        url = io.join(self.url, SUCCESS)
+        try:
+            return json.loads(io.read_bytes(url, self.storage_options))
+        except FileNotFoundError:
+            return None
+
+    def rows(self, object_ids: str | Iterable[str], columns: list[str] | None = None) -> pa.Table:
+        """Every manifest row of these ids (one id or several), in manifest order;
+        an id may have several rows, and an unknown id has none."""
+        ids = [object_ids] if isinstance(object_ids, str) else list(object_ids)
+        return self.manifests(columns, pc.field("object_id").isin(ids))
+
+    def row(self, object_id: str) -> dict[str, Any]:
+        """The one manifest row of ``object_id``.
+
+        Raises:
+            KeyError: no row has this id.
+            DuplicateIdError: several rows have it; choose one from :meth:`rows`.
+        """
+        found = self.rows(object_id).to_pylist()
+        _check_found([object_id], found, self.url)
+        return found[0]
+
+    def select(
+        self,
+        ids: Iterable[str] | None = None,
+        where: str | None = None,
+        worst: int | None = None,
+        category: str | None = None,
+        limit: int | None = None,
+    ) -> pa.Table:
+        """Manifest rows chosen as the output tools choose them; criteria combine (AND).
+
+        Args:
+            ids: rows of these object ids (every row of each, ok or failed), in
+                the order given. An id with no row raises ``KeyError``.
+            where: a SQL condition over the manifest's columns, evaluated by
+                DuckDB, e.g. ``"iou < 0.5 and n_views >= 3"``.
+            worst: the ``worst`` ok rows of lowest ``iou`` (rows without ground
+                truth are left out), lowest first.
+            category: rows whose carried ``category`` column is this.
+            limit: at most this many rows, the first ones.
+
+        Returns:
+            full manifest rows; ordered as ``ids``, or by ``iou`` with ``worst``,
+            else by ``object_id``.
+
+        Raises:
+            KeyError: an id in ``ids`` has no manifest row.
+            ValueError: ``category`` with no ``category`` column, ``worst`` on an
+                output without ground truth, a bad ``where``.
+        """
+        filters = []
+        if ids is not None:
+            ids = list(dict.fromkeys(ids))
+            filters.append(pc.field("object_id").isin(ids))
+        if category is not None:
+            filters.append(pc.field("category") == category)
+        if worst is not None:
+            filters += [pc.field("status") == OK, pc.field("iou").is_valid()]
+        expression = reduce(and_, filters) if filters else None
+        table = self.manifests(filter=expression)
+        if category is not None and "category" not in table.column_names:
+            raise ValueError(
+                "the manifests have no 'category' column (the job's input had none): "
+                "select with a SQL condition instead"
+            )
+        if ids is not None:
+            found = set(table.column("object_id").to_pylist())
+            missing = [i for i in ids if i not in found]
+            if missing:
+                raise KeyError(_unknown(missing, self.url))
+        if where is not None:
+            table = _where(table, where)
+        if worst is not None:
+            if worst < 0:
+                raise ValueError(f"worst must be >= 0, got {worst}")
+            if table.num_rows == 0 and not self._has_truth():
+                raise ValueError(
+                    "no ok row has an iou: this output's input had no ground truth (voxels)"
+                )
+            table = table.sort_by([("iou", "ascending"), ("object_id", "ascending")])
+            table = table.slice(0, worst)
+        elif ids is not None:
+            order = {object_id: k for k, object_id in enumerate(ids)}
+            rank = [order[i] for i in table.column("object_id").to_pylist()]
+            table = table.take(pa.array(np.argsort(rank, kind="stable")))
+        else:
+            table = _sorted_by_id(table)
+        if limit is not None:
+            table = table.slice(0, max(0, limit))
+        return table
+
+    def _has_truth(self) -> bool:
+        iou = self.manifests(["iou"], pc.field("iou").is_valid())
+        return iou.num_rows > 0
+
+    # --- SQL -----------------------------------------------------------------
+
+    def connection(self) -> duckdb.DuckDBPyConnection:
+        """This reader's in-memory DuckDB connection (made on first use)."""
+        import duckdb
+
+        if self._connection is None:
+            self._connection = duckdb.connect()
+        return self._connection
+
+    def duckdb(
+        self,
+        columns: list[str] | None = None,
+        filter: pc.Expression | None = None,
+    ) -> duckdb.DuckDBPyRelation:
+        """The manifests (``columns`` of the rows passing ``filter``, read now)
+        as a DuckDB relation, for DuckDB's relational API:
+        ``out.duckdb().filter("iou < 0.5").aggregate("category, count(*)")``."""
+        return self.connection().from_arrow(self.manifests(columns, filter))
+
+    def sql(self, query: str) -> duckdb.DuckDBPyRelation:
+        """Run SQL over the table ``manifests`` (every manifest row, read now) and,
+        when the query names it, ``catalog`` (the job's input, scanned lazily:
+        only the columns and rows the query needs are read).
+
+        Example:
+            >>> out.sql("select status, count(*) from manifests group by 1").show()
+            >>> out.sql("select m.object_id, m.iou, c.category from manifests m "
+            ...         "join catalog c using (object_id) order by m.iou limit 5").df()
+        """
+        connection = self.connection()
+        connection.register("manifests", self.manifests())
+        if re.search(r"\bcatalog\b", query, re.IGNORECASE):
+            connection.register("catalog", self.catalog_dataset())
+        return connection.sql(query)
+
+    # --- grids ---------------------------------------------------------------
+
+    def grid(self, row: str | Mapping[str, Any] | pa.Table) -> np.ndarray:
+        """One object's grid, ``uint8 [32, 32, 32]`` = round(p * 255), by its
+        ``object_id`` or by its manifest row (a dict, or a one-row table).
+
+        Occupancy at the run's threshold is ``model.voxels.occupied(grid,
+        row["threshold"])``, whose count is the manifest's ``occupied_voxels``.
+
+        Raises:
+            KeyError: no row has this id.
+            DuplicateIdError: several rows have it; pass one of :meth:`rows` instead.
+            FailedRowError: the row failed (the message says why).
+            ValueError: the shard disagrees with the manifest row.
+        """
+        if isinstance(row, pa.Table) and row.num_rows != 1:
+            raise ValueError(f"expected one manifest row, got {row.num_rows}")
+        return self.grids(row if isinstance(row, pa.Table) else [row])[0]
+
+    def grids(self, rows: Iterable[str | Mapping[str, Any]] | pa.Table) -> np.ndarray:
+        """Grids ``uint8 [N, 32, 32, 32]`` in the order asked, by ``object_id`` or by
+        manifest row (a table of rows, e.g. from :meth:`select`, or a list of ids
+        and row dicts). Ids are looked up in one filtered manifest read. Each
+        grid is one range read where the manifest holds ``grid_offset`` and
+        ``grid_bytes``, else its whole shard is read once for all its rows; the
+        reads run ``threads`` at a time.
+
+        Raises:
+            as :meth:`grid`, naming every id concerned.
+        """
+        located = self._locate(rows)
+        out = np.empty((len(located), *voxels.GRID), np.uint8)
+        ranged: list[int] = []
+        whole: dict[str, list[int]] = {}
+        for position, row in enumerate(located):
+            if row.get("grid_offset") is not None and row.get("grid_bytes") is not None:
+                ranged.append(position)
+            else:
+                whole.setdefault(row["shard"], []).append(position)
+
+        def read_one(position: int) -> None:
+            row = located[position]
+            url = io.join(self.url, _checked_shard(row["shard"]))
+            out[position] = shards.read_grid(
+                url, row["grid_offset"], row["grid_bytes"], self.storage_options
+            )
+
+        def read_shard(shard: str) -> None:
+            arrays = load_shard(self.url, shard, self.storage_options)
+            for position in whole[shard]:
+                row = located[position]
+                index = int(row["index"])
+                held = str(arrays[shards.IDS][index])
+                if held != row["object_id"]:
+                    raise ValueError(
+                        f"shard {shard} holds {held!r} at index {index}, "
+                        f"the manifest says {row['object_id']!r}"
+                    )
+                out[position] = arrays[shards.OLD_GRIDS][index]
+
+        tasks = [(read_one, p) for p in ranged] + [(read_shard, s) for s in whole]
+        if tasks:
+            with ThreadPoolExecutor(max_workers=max(1, min(self.threads, len(tasks)))) as pool:
+                for future in [pool.submit(fn, arg) for fn, arg in tasks]:
+                    future.result()
+        return out
+
+    def _locate(self, rows: Iterable[str | Mapping[str, Any]] | pa.Table) -> list[dict]:
+        """Manifest rows for a mix of ids and rows, each checked to have a grid."""
+        if isinstance(rows, pa.Table):
+            items: list[Any] = rows.to_pylist()
+        elif isinstance(rows, (str, Mapping)):
+            items = [rows]
+        else:
+            items = list(rows)
+        ids = list(dict.fromkeys(i for i in items if isinstance(i, str)))
+        by_id: dict[str, list[dict]] = {}
+        if ids:
+            for row in self.rows(ids, LOCATOR).to_pylist():
+                by_id.setdefault(row["object_id"], []).append(row)
+            missing = [i for i in ids if i not in by_id]
+            if missing:
+                raise KeyError(_unknown(missing, self.url))
+            repeated = {i: len(r) for i, r in by_id.items() if len(r) > 1}
+            if repeated:
+                raise DuplicateIdError(_repeated(repeated))
+        located = []
+        for item in items:
+            if isinstance(item, str):
+                located.append(by_id[item][0])
+            elif isinstance(item, Mapping):
+                located.append(dict(item))
+            else:
+                raise TypeError(f"expected an object_id or a manifest row, got {type(item)}")
+        failed = [r for r in located if r.get("status") != OK or r.get("shard") is None]
+        if failed:
+            reasons = "; ".join(
+                f"{r.get('object_id')!r}: {r.get('status')}, {r.get('error')!r}"
+                for r in failed[:_SHOWN_IDS]
+            )
+            more = f" (and {len(failed) - _SHOWN_IDS} more)" if len(failed) > _SHOWN_IDS else ""
+            raise FailedRowError(f"{len(failed)} row(s) have no grid: {reasons}{more}")
+        return located
+
+    # --- the catalog ---------------------------------------------------------
+
+    @property
+    def catalog(self) -> str | None:
+        """The catalog URL: as given, else the job's ``--input`` from ``_SUCCESS``."""
+        if self._catalog is None:
+            success = self.success() or {}
+            self._catalog = (success.get("arguments") or {}).get("input") or None
+        return self._catalog
+
+    def catalog_dataset(self) -> ds.Dataset:
+        """The catalog as a lazy ``pyarrow.dataset`` (every ``*.parquet`` under it)."""
+        if self._catalog_dataset is None:
+            url = self.catalog
+            if url is None:
+                raise ValueError(
+                    f"no catalog for {self.url}: pass Output(url, catalog=...) "
+                    "(the output has no _SUCCESS naming the job's input)"
+                )
+            files = io.find_files(url, ".parquet", self.storage_options)
+            fs = io.arrow_filesystem(url, self.storage_options)
+            paths = [io.filesystem(f, self.storage_options)[1] for f in files]
+            self._catalog_dataset = ds.dataset(paths, filesystem=fs, format="parquet")
+        return self._catalog_dataset
+
+    def catalog_rows(
+        self, object_ids: str | Iterable[str], columns: list[str] | None = None
+    ) -> pa.Table:
+        """The catalog rows of these ids (``columns`` of them, those the catalog
+        has), read with the ids pushed down as a filter."""
+        ids = [object_ids] if isinstance(object_ids, str) else list(object_ids)
+        dataset = self.catalog_dataset()
+        if columns is not None:
+            columns = [c for c in columns if c in dataset.schema.names]
+        return dataset.to_table(columns=columns, filter=pc.field("object_id").isin(ids))
+
+    def _catalog_row(self, object_id: str, column: str) -> dict[str, Any]:
+        found = self.catalog_rows(object_id, ["object_id", column]).to_pylist()
+        _check_found([object_id], found, self.catalog)
+        return found[0]
+
+    def views(self, object_id: str, size: int | None = None, crop: bool = False) -> np.ndarray:
+        """The input views of ``object_id`` from the catalog, ``uint8 [n, S, S, 3]``:
+        decoded as the job decoded them (``model.images``), composited over the
+        model's background and padded to squares of side ``S`` (``size``, else
+        the first view's longer side); ``crop`` also applies the model's
+        127/137 centre crop. See :func:`decode_view`.
+
+        Raises:
+            KeyError, DuplicateIdError: the id is not in the catalog, or is repeated.
+            model.images.DecodeError: a view cannot be decoded.
+        """
+        encoded = self._catalog_row(object_id, "views").get("views") or []
+        if not encoded:
+            return np.zeros((0, size or 0, size or 0, 3), np.uint8)
+        first = decode_view(encoded[0], size, crop)
+        rest = [decode_view(v, first.shape[0], crop) for v in encoded[1:]]
+        return np.stack([first, *rest])
+
+    def truth(self, object_id: str) -> np.ndarray:
+        """The ground truth of ``object_id`` from the catalog's ``voxels``, bool ``[32, 32, 32]``.
+
+        Raises:
+            KeyError, DuplicateIdError: the id is not in the catalog, or is repeated.
+            ValueError: the catalog row has no (or malformed) ground truth.
+        """
+        data = self._catalog_row(object_id, "voxels").get("voxels")
+        if data is None or len(data) != voxels.VOXEL_BYTES:
+            size = "none" if data is None else f"{len(data)} bytes"
+            raise ValueError(
+                f"{object_id!r} has no ground truth in {self.catalog} (voxels: {size}, "
+                f"expected {voxels.VOXEL_BYTES} bytes)"
+            )
+        return voxels.unpack_voxels(data)
+
+
+# --- selection on a command line ---------------------------------------------
+
+
+def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
+    """The row selection flags the output tools share (see :meth:`Output.select`)."""
+    group = parser.add_argument_group("selection (criteria combine; none selects every row)")
+    group.add_argument("--ids", nargs="+", metavar="ID", help="these object ids")
+    group.add_argument("--where", metavar="SQL", help="a SQL condition on manifest columns")
+    group.add_argument("--worst", type=int, metavar="N", help="the N ok rows of lowest IoU")
+    group.add_argument("--category", metavar="C", help="rows of this category")
+    group.add_argument("--limit", type=int, metavar="N", help="at most N rows")
+
+
+def select_from_arguments(output: Output, args: argparse.Namespace, **defaults: Any) -> pa.Table:
+    """:meth:`Output.select` with the flags of :func:`add_selection_arguments`."""
+    chosen = {k: getattr(args, k) for k in ("ids", "where", "worst", "category", "limit")}
+    for key, value in defaults.items():
+        if chosen.get(key) is None:
+            chosen[key] = value
+    return output.select(**chosen)
+
+
+# --- helpers -----------------------------------------------------------------
+
+
+def _checked_shard(shard: str) -> str:
+    """A manifest's shard path, refused unless it lies under ``shards/``."""
+    parts = shard.split("/")
+    if len(parts) != 2 or parts[0] != SHARDS or parts[1] in ("", ".", ".."):
+        raise ValueError(f"a manifest row names shard {shard!r}, not a file under {SHARDS}/")
+    return shard
+
+
+def _where(table: pa.Table, condition: str) -> pa.Table:
+    """The rows of ``table`` for which the SQL ``condition`` holds (DuckDB)."""
+    import duckdb
+
+    position = "__voxray_position"
+    connection = duckdb.connect()
+    connection.register("manifests", table.append_column(position, pa.array(range(len(table)))))
+    try:
+        kept = connection.sql(
+            f"select {position} from manifests where ({condition}) order by {position}"
+        ).to_arrow_table()
+    except duckdb.Error as exc:
+        raise ValueError(f"bad SQL condition {condition!r}: {exc}") from None
+    finally:
+        connection.close()
+    return table.take(kept.column(position))
+
+
+def _sorted_by_id(table: pa.Table) -> pa.Table:
+    keys = [(c, "ascending") for c in ("object_id", "shard", "index") if c in table.column_names]
+    return table.sort_by(keys) if keys and table.num_rows else table
+
+
+def _unknown(ids: Sequence[str], where: str | None) -> str:
+    shown = ", ".join(repr(i) for i in ids[:_SHOWN_IDS])
+    more = f" (and {len(ids) - _SHOWN_IDS} more)" if len(ids) > _SHOWN_IDS else ""
+    return f"no row for object_id {shown}{more} in {where}"
+
+
+def _repeated(counts: Mapping[str, int]) -> str:
+    shown = ", ".join(f"{i!r} ({n} rows)" for i, n in list(counts.items())[:_SHOWN_IDS])
+    return (
+        f"object_id {shown} has several rows (the input repeated it): pick one row from "
+        "Output.rows(object_id) and pass that row instead of the id"
+    )
+
+
+def _check_found(ids: Sequence[str], found: list[dict], where: str | None) -> None:
+    if not found:
+        raise KeyError(_unknown(ids, where))
+    if len(found) > 1:
+        raise DuplicateIdError(_repeated({ids[0]: len(found)}))

@@ -1,9 +1,9 @@
 """Resume from what an output already holds. The committed manifests are the
-only record of progress: a row is done exactly when a manifest row with its key
-exists, so a rerun of the same command skips those rows (the decode stage marks
-them ``skipped``, the sink counts them) and processes the rest. The same read
-refuses an output written by another model. This module must never delete or
-rewrite a committed manifest.
+only record of progress; their footers (folded into the output index, see
+``pipeline.index``) say which input rows they commit, by fragment and row
+range, so a rerun of the same command plans around them (``pipeline.plan``)
+without reading a committed row. The same read refuses an output written by
+another model. This module must never delete or rewrite a committed manifest.
 """
 
 from __future__ import annotations
@@ -12,10 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
-from pipeline import results
+from pipeline import index, plan
 
 
 class OutputConflict(RuntimeError):
@@ -27,13 +24,13 @@ class Committed:
     """What earlier runs committed under an output URL.
 
     Args:
-        keys: row keys of every committed manifest row (unique).
+        coverage: the input rows committed, by fragment (row ranges).
         rows_ok: committed ok rows.
         rows_failed: committed failed rows.
         models: model ids found in the manifests.
     """
 
-    keys: pa.Array
+    coverage: plan.Coverage
     rows_ok: int
     rows_failed: int
     models: frozenset[str]
@@ -44,21 +41,15 @@ class Committed:
 
 
 def load_committed(output: str, storage_options: Mapping[str, Any] | None = None) -> Committed:
-    """Read the key, status and model columns of every manifest under ``output``.
-
-    Memory grows with the number of committed rows (a string per row), on the
-    driver only.
-    """
-    table = results.read_manifests(
-        output, columns=["row_key", "status", "model"], storage_options=storage_options
-    )
-    status = table.column("status")
-    models = {m for m in pc.unique(table.column("model")).to_pylist() if m is not None}
+    """What the output's index and its not yet folded manifests say; memory
+    grows with the input fragments touched, not with the committed rows."""
+    current = index.state(output, storage_options)
+    counts = current.counts()
     return Committed(
-        keys=pc.unique(table.column("row_key")) if table.num_rows else pa.array([], pa.string()),
-        rows_ok=int(pc.sum(pc.equal(status, "ok")).as_py() or 0),
-        rows_failed=int(pc.sum(pc.equal(status, "failed")).as_py() or 0),
-        models=frozenset(models),
+        coverage=current.coverage(),
+        rows_ok=counts["rows_ok"],
+        rows_failed=counts["rows_failed"],
+        models=frozenset(counts["models"]),
     )
 
 

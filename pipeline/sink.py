@@ -1,10 +1,12 @@
-"""The job's output: per write task, ``shards/<name>.npz`` (arrays ``object_id``
-and ``probabilities`` uint8 [N,32,32,32]) and then ``manifests/<name>.parquet``
-with one row per input row of that shard, ok or failed (one pair per
-``rows_per_shard`` rows of the task). The manifest is the commit record: it is
-written only after its shard is durable, so a manifest never points at a
-missing array. ``<name>`` is a digest of the rows' keys, so a retried task
-overwrites its own files and a rerun that regroups rows never duplicates one.
+"""The job's output: per write task, ``shards/<name>.npz`` (the ok rows' grids,
+one zip member each, see ``pipeline.shards``) and then
+``manifests/<name>.parquet`` with one row per input row of that shard, ok or
+failed (one pair per ``rows_per_shard`` rows of the task). The manifest is the
+commit record: it is written only after its shard is durable, so a manifest
+never points at a missing grid, and its Parquet metadata records which input
+rows it commits (``pipeline.plan``), which is what a rerun plans from.
+``<name>`` is a digest of the rows' keys, so a retried task overwrites its own
+files and a rerun that regroups rows never duplicates one.
 This module must never put an ``object_id`` into a path, and never write a
 manifest before its shard.
 """
@@ -24,9 +26,10 @@ from ray.data import Datasink
 from ray.data.block import BlockAccessor
 from ray.data.datasource.datasink import WriteResult
 
-from model.voxels import GRID, GRID_BYTES
-from pipeline import io
-from pipeline.layout import FAILED, MANIFEST_SCHEMA, MANIFESTS, OK, SHARDS, SKIPPED
+from model.voxels import GRID_BYTES
+from pipeline import io, plan, shards
+from pipeline.index import COUNTS_KEY, counts_metadata
+from pipeline.layout import FAILED, MANIFEST_SCHEMA, MANIFESTS, OK, SHARDS
 
 # Columns that travel to the sink but are not manifest columns.
 PAYLOAD_COLUMNS = ("probabilities",)
@@ -63,19 +66,6 @@ def grid_values(grids: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
-def encode_shard(object_ids: list[str], grids: pa.Array | pa.ChunkedArray) -> bytes:
-    """The ``.npz`` bytes of one shard; ``grids`` holds 32768-byte binary values."""
-    if len(grids) != len(object_ids):
-        raise ValueError("every object in a shard needs its grid")
-    buffer = BytesIO()
-    np.savez_compressed(
-        buffer,
-        object_id=np.asarray(object_ids, dtype=np.str_),
-        probabilities=grid_values(grids).reshape(-1, *GRID),
-    )
-    return buffer.getvalue()
-
-
 def write_shard(
     table: pa.Table,
     output: str,
@@ -85,16 +75,12 @@ def write_shard(
     """Write one shard and its manifest for the rows of ``table``; return counts.
 
     ``table`` holds the model stage's rows (see ``pipeline.infer.Reconstruct``).
-    Skipped rows are counted and not written. Returns ``{"name", "rows_ok",
-    "rows_failed", "rows_skipped"}``; ``name`` is None when nothing was written.
-    Each write is retried through transient storage errors for up to
-    ``retry_seconds`` (see ``pipeline.io.retrying``).
+    Returns ``{"name", "rows_ok", "rows_failed"}``; ``name`` is None when
+    nothing was written. Each write is retried through transient storage
+    errors for up to ``retry_seconds`` (see ``pipeline.io.retrying``).
     """
-    status = table.column("status").to_pylist()
-    keep = [s != SKIPPED for s in status]
-    skipped = len(keep) - sum(keep)
-    rows = table.filter(pa.array(keep, pa.bool_())) if skipped else table
-    counts = {"name": None, "rows_ok": 0, "rows_failed": 0, "rows_skipped": skipped}
+    rows = table
+    counts = {"name": None, "rows_ok": 0, "rows_failed": 0}
     if rows.num_rows == 0:
         return counts
 
@@ -108,13 +94,16 @@ def write_shard(
 
     index: list[int | None] = [None] * rows.num_rows
     shard: list[str | None] = [None] * rows.num_rows
-    for position, i in enumerate(ok):
-        index[i], shard[i] = position, shard_path
+    offset: list[int | None] = [None] * rows.num_rows
+    length: list[int | None] = [None] * rows.num_rows
     if ok:
         # All rows ok (the usual case): the grids are encoded from the column as
         # it is; otherwise the ok ones are taken out (a copy).
         ok_grids = grids if len(ok) == len(ids) else grids.take(pa.array(ok, pa.int64()))
-        data = encode_shard([ids[i] for i in ok], ok_grids)
+        data, offsets, lengths = shards.encode([ids[i] for i in ok], grid_values(ok_grids))
+        for position, i in enumerate(ok):
+            index[i], shard[i] = position, shard_path
+            offset[i], length[i] = int(offsets[position]), int(lengths[position])
         url = io.join(output, shard_path)
         io.retrying(lambda: io.write_bytes(url, data, storage_options), retry_seconds)
 
@@ -124,6 +113,10 @@ def write_shard(
             columns["shard"] = pa.array(shard, pa.string())
         elif field.name == "index":
             columns["index"] = pa.array(index, pa.int32())
+        elif field.name == "grid_offset":
+            columns["grid_offset"] = pa.array(offset, pa.int64())
+        elif field.name == "grid_bytes":
+            columns["grid_bytes"] = pa.array(length, pa.int32())
         elif field.name == "status":
             columns["status"] = pa.array([OK if s else FAILED for s in shard], pa.string())
         else:
@@ -137,7 +130,15 @@ def write_shard(
     for name_ in rows.column_names:
         if name_ not in columns and name_ not in PAYLOAD_COLUMNS:
             columns[name_] = rows.column(name_)
+    # What the manifest commits, for planning reruns (pipeline.plan).
+    coverage = plan.coverage_of(columns["row_key"].to_pylist())
     manifest = pa.table(columns)
+    manifest = manifest.replace_schema_metadata(
+        {
+            plan.COVERAGE_KEY: plan.encode_coverage(coverage),
+            COUNTS_KEY: counts_metadata(manifest),
+        }
+    )
 
     buffer = BytesIO()
     pq.write_table(manifest, buffer, compression="zstd")
@@ -177,7 +178,7 @@ class ShardSink(Datasink[dict]):
         self.storage_options = dict(storage_options or {})
         self.rows_per_shard = rows_per_shard
         self.retry_seconds = retry_seconds
-        self.totals = {"rows_ok": 0, "rows_failed": 0, "rows_skipped": 0, "shards": 0}
+        self.totals = {"rows_ok": 0, "rows_failed": 0, "shards": 0}
 
     @property
     def min_rows_per_write(self) -> int:
@@ -189,14 +190,10 @@ class ShardSink(Datasink[dict]):
     def write(self, blocks: Iterable[Any], ctx: Any) -> dict[str, Any]:
         tables = [BlockAccessor.for_block(b).to_arrow() for b in blocks]
         tables = [t for t in tables if t.num_rows]
-        result = {"names": [], "rows_ok": 0, "rows_failed": 0, "rows_skipped": 0}
+        result = {"names": [], "rows_ok": 0, "rows_failed": 0}
         if not tables:
             return result
         table = pa.concat_tables(tables)
-        skipped = pc.equal(table["status"], SKIPPED).to_numpy(zero_copy_only=False)
-        result["rows_skipped"] = int(skipped.sum())
-        if result["rows_skipped"]:  # a filter copies every column, grids included
-            table = table.filter(pa.array(~skipped))
         for start in range(0, table.num_rows, self.rows_per_shard):
             counts = write_shard(
                 table.slice(start, self.rows_per_shard),
@@ -211,6 +208,6 @@ class ShardSink(Datasink[dict]):
 
     def on_write_complete(self, write_result: WriteResult[dict]) -> None:
         for result in write_result.write_returns:
-            for key in ("rows_ok", "rows_failed", "rows_skipped"):
+            for key in ("rows_ok", "rows_failed"):
                 self.totals[key] += result[key]
             self.totals["shards"] += len(result["names"])

@@ -1,0 +1,225 @@
+"""The output index: the manifests folded into a few Parquet files under
+``OUTPUT/index/``, so that resume, the output reader and DuckDB read a handful
+of files instead of one per shard.
+
+Each index part holds the rows of the manifests it covers, and its Parquet
+metadata names those manifests and carries what planning needs without reading
+a row: the input rows they commit (``pipeline.plan`` coverage) and their counts
+by status and model. Manifests stay the commit record: a manifest that no part
+covers yet (written since the last fold, or the index is missing) is read
+directly and folded next time, so an index that is behind is completed, never
+trusted blindly. Small parts are merged into parts of up to ``PART_ROWS`` rows,
+the merged part written before the parts it replaces are removed; a reader that
+sees both takes the larger. This module must never change or remove a manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from io import BytesIO
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline import io, plan
+from pipeline.layout import FAILED, INDEX, MANIFEST_SCHEMA, MANIFESTS, OK
+
+MANIFESTS_KEY = b"voxray.manifests"  # an index part's metadata: the manifests it covers
+COUNTS_KEY = b"voxray.counts"  # a manifest's or part's metadata: rows by status, models
+PART_ROWS = 1 << 20  # parts grow to about this many rows (~100-200 MB of Parquet)
+MAX_SMALL_PARTS = 4  # more parts under PART_ROWS / 4 than this are merged
+THREADS = 16
+
+
+def counts_metadata(table: pa.Table) -> bytes:
+    """The status counts and model ids of manifest rows, for file metadata."""
+    status = table.column("status").to_pylist()
+    models = sorted({m for m in table.column("model").to_pylist() if m is not None})
+    return json.dumps(
+        {OK: status.count(OK), FAILED: status.count(FAILED), "models": models}
+    ).encode()
+
+
+@dataclass
+class FileInfo:
+    """What a manifest's or index part's footer says."""
+
+    url: str
+    rows: int
+    coverage: plan.Coverage
+    counts: dict[str, Any]
+    manifests: list[str] = field(default_factory=list)  # index parts only: names covered
+
+
+def read_info(url: str, options: Mapping[str, Any] | None) -> FileInfo:
+    fs, path = io.filesystem(url, options)
+    with fs.open(path, "rb") as f:
+        meta = pq.read_metadata(f)
+    kv = meta.metadata or {}
+    if COUNTS_KEY in kv:
+        counts = json.loads(kv[COUNTS_KEY])
+    else:  # a manifest of an older voxray: count its rows
+        with fs.open(path, "rb") as f:
+            counts = json.loads(counts_metadata(pq.read_table(f, columns=["status", "model"])))
+    return FileInfo(
+        url=url,
+        rows=meta.num_rows,
+        coverage=plan.decode_coverage(kv),
+        counts=counts,
+        manifests=json.loads(kv.get(MANIFESTS_KEY, b"[]")),
+    )
+
+
+def _name(url: str) -> str:
+    return posixpath.basename(url)
+
+
+@dataclass
+class State:
+    """An output's index as it stands: the parts to read (no two covering the
+    same manifest) and the committed manifests that no part covers."""
+
+    output: str
+    parts: list[FileInfo]
+    pending: list[FileInfo]
+
+    @property
+    def files(self) -> list[FileInfo]:
+        return self.parts + self.pending
+
+    def coverage(self) -> plan.Coverage:
+        return plan.merge_coverage(f.coverage for f in self.files)
+
+    def counts(self) -> dict[str, Any]:
+        ok = failed = 0
+        models: set[str] = set()
+        for f in self.files:
+            c = f.counts or {}
+            ok, failed = ok + c.get(OK, 0), failed + c.get(FAILED, 0)
+            models.update(c.get("models", []))
+        return {"rows_ok": ok, "rows_failed": failed, "models": sorted(models)}
+
+
+def _map(fn, items: list, threads: int = THREADS) -> list:
+    if len(items) <= 1:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(max_workers=min(threads, len(items))) as pool:
+        return list(pool.map(fn, items))
+
+
+def state(output: str, options: Mapping[str, Any] | None = None) -> State:
+    """Read the index parts' footers and list the manifests (no rows are read)."""
+    part_urls = io.list_files(io.join(output, INDEX), ".parquet", options)
+    manifest_urls = io.list_files(io.join(output, MANIFESTS), ".parquet", options)
+    infos = _map(lambda u: read_info(u, options), part_urls)
+    chosen: list[FileInfo] = []
+    seen: set[str] = set()
+    for info in sorted(infos, key=lambda i: (-len(i.manifests), i.url)):
+        names = set(info.manifests)
+        if names & seen:
+            continue  # a merge in progress: the larger part already covers these
+        chosen.append(info)
+        seen |= names
+    pending_urls = [u for u in manifest_urls if _name(u) not in seen]
+    pending = _map(lambda u: read_info(u, options), pending_urls)
+    return State(output, chosen, pending)
+
+
+def read_table(
+    current: State,
+    columns: list[str] | None = None,
+    options: Mapping[str, Any] | None = None,
+    filters: Any = None,
+) -> pa.Table:
+    """The rows of every committed manifest, from the parts and the pending
+    manifests; files with other carried columns are combined (missing ones null)."""
+    urls = [f.url for f in current.files]
+    if not urls:
+        schema = MANIFEST_SCHEMA
+        if columns is not None:
+            schema = pa.schema([f for f in MANIFEST_SCHEMA if f.name in columns])
+        return schema.empty_table()
+
+    def read(url: str) -> pa.Table:
+        fs, path = io.filesystem(url, options)
+        with fs.open(path, "rb") as f:
+            names = pq.read_schema(f).names
+            f.seek(0)
+            wanted = None if columns is None else [c for c in columns if c in names]
+            return pq.read_table(f, columns=wanted, filters=filters).replace_schema_metadata()
+
+    return pa.concat_tables(_map(read, urls), promote_options="permissive")
+
+
+def fold(output: str, options: Mapping[str, Any] | None = None) -> State:
+    """Fold the pending manifests into a new part, then merge small parts."""
+    current = state(output, options)
+    if current.pending:
+        part = _write_part(output, current.pending, options)
+        current = State(output, [*current.parts, part], [])
+    small = [p for p in current.parts if p.rows < PART_ROWS // 4]
+    if len(small) > MAX_SMALL_PARTS:
+        merged = _write_part(output, small, options)
+        for p in small:
+            io.remove(p.url, options)
+        current = State(output, [p for p in current.parts if p not in small] + [merged], [])
+    return current
+
+
+def _write_part(output: str, sources: list[FileInfo], options) -> FileInfo:
+    """One part holding the rows of ``sources`` (manifests or parts), streamed
+    file by file; written whole, then it exists."""
+    names = sorted({n for s in sources for n in (s.manifests or [_name(s.url)])})
+    schemas = _map(lambda s: _schema(s.url, options), sources)
+    schema = pa.unify_schemas([MANIFEST_SCHEMA, *schemas], promote_options="permissive")
+    coverage = plan.merge_coverage(s.coverage for s in sources)
+    counts = {OK: 0, FAILED: 0, "models": set()}
+    for s in sources:
+        counts[OK] += (s.counts or {}).get(OK, 0)
+        counts[FAILED] += (s.counts or {}).get(FAILED, 0)
+        counts["models"].update((s.counts or {}).get("models", []))
+    counts["models"] = sorted(counts["models"])
+    metadata = {
+        MANIFESTS_KEY: json.dumps(names).encode(),
+        plan.COVERAGE_KEY: plan.encode_coverage(coverage),
+        COUNTS_KEY: json.dumps(counts).encode(),
+    }
+    buffer = BytesIO()
+    rows = 0
+    with pq.ParquetWriter(buffer, schema.with_metadata(metadata), compression="zstd") as writer:
+        for s in sources:
+            table = _conform(_read(s.url, options), schema)
+            rows += table.num_rows
+            writer.write_table(table)
+    digest = hashlib.sha256("\n".join(names).encode()).hexdigest()[:32]
+    url = io.join(output, INDEX, f"part-{digest}.parquet")
+    io.write_bytes(url, buffer.getvalue(), options)
+    return FileInfo(url, rows, coverage, counts, names)
+
+
+def _schema(url: str, options) -> pa.Schema:
+    fs, path = io.filesystem(url, options)
+    with fs.open(path, "rb") as f:
+        return pq.read_schema(f).remove_metadata()
+
+
+def _read(url: str, options) -> pa.Table:
+    fs, path = io.filesystem(url, options)
+    with fs.open(path, "rb") as f:
+        return pq.read_table(f)
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    columns = [
+        table.column(f.name).cast(f.type)
+        if f.name in table.column_names
+        else pa.nulls(table.num_rows, f.type)
+        for f in schema
+    ]
+    return pa.table(columns, schema=schema.remove_metadata())

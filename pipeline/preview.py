@@ -1,0 +1,293 @@
+"""Pictures of an output for people: a contact sheet (per object its input
+views, the reconstruction from two angles, the ground truth, the IoU) and a
+summary figure of a whole output (IoU by category and by number of views, the
+distribution of occupied voxels). Voxels are drawn by matplotlib (Agg, no
+display) as shaded cube faces; the sheet is put together with Pillow.
+
+A picture shows what the output holds and nothing else: occupancy at each
+row's own threshold, views decoded as the job decoded them (over the model's
+background), ids printed with control characters escaped. This module must
+never write anything but the PNG bytes it returns.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import textwrap
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from mpl_toolkits.mplot3d.art3d import Poly3DCollection
+from PIL import Image, ImageDraw, ImageFont
+
+from model import images, voxels
+from pipeline.export import voxel_faces
+from pipeline.layout import OK
+from pipeline.results import DuplicateIdError, Output, decode_view
+
+RECONSTRUCTION = (0.45, 0.58, 0.85)  # blue
+TRUTH = (0.62, 0.70, 0.50)  # sage
+AMBIENT = 0.35
+# Light from the upper left of the camera, slightly in front (as shapes/render.py).
+LIGHT_CAM = np.array([-0.45, 0.65, 0.6]) / np.linalg.norm([-0.45, 0.65, 0.6])
+ANGLES = ((30.0, 25.0), (210.0, 25.0))  # (azimuth, elevation) of the two reconstruction views
+BACKGROUND = images.TEST_BACKGROUND
+LABEL_WIDTH = 230
+HEADER = 26
+TEXT = (20, 20, 20)
+MUTED = (110, 110, 110)
+ALERT = (180, 30, 30)
+
+
+def camera_basis(azimuth: float, elevation: float) -> tuple[np.ndarray, ...]:
+    """(position, right, up, forward) of a camera on the unit sphere, in voxray's
+    world (y up): azimuth 0 looks at the object's front (+z) and grows towards +x."""
+    az, el = np.radians([azimuth, elevation])
+    position = np.array([np.cos(el) * np.sin(az), np.sin(el), np.cos(el) * np.cos(az)])
+    forward = -position
+    right = np.cross(forward, [0.0, 1.0, 0.0])
+    right /= np.linalg.norm(right)
+    return position, right, np.cross(right, forward), forward
+
+
+def render_voxels(
+    occupied: np.ndarray,
+    azimuth: float = ANGLES[0][0],
+    elevation: float = ANGLES[0][1],
+    size: int = 128,
+    colour: tuple[float, float, float] = RECONSTRUCTION,
+) -> np.ndarray:
+    """An RGB picture ``uint8 [size, size, 3]`` of a bool ``grid[x, y, z]`` (y up)
+    in the unit cube, seen from (``azimuth``, ``elevation``) in degrees, in
+    orthographic projection, Lambert-shaded over the model's background. The
+    framing is the same for every grid, so sizes compare across pictures."""
+    _, right, up, forward = camera_basis(azimuth, elevation)
+    figure = Figure(figsize=(size / 100, size / 100), dpi=100, facecolor=np.array(BACKGROUND) / 255)
+    FigureCanvasAgg(figure)
+    axes = figure.add_axes((0, 0, 1, 1), projection="3d", facecolor=np.array(BACKGROUND) / 255)
+    axes.set_proj_type("ortho")
+    axes.view_init(elev=elevation, azim=azimuth - 90.0)
+    axes.set_box_aspect((1, 1, 1), zoom=1.25)
+    for limit in (axes.set_xlim, axes.set_ylim, axes.set_zlim):
+        limit(-0.5, 0.5)
+    axes.set_axis_off()
+    quads, normals = voxel_faces(occupied)
+    if len(quads):
+        facing = normals @ -forward > 0  # faces turned away are hidden anyway
+        quads, normals = quads[facing], normals[facing]
+        light = LIGHT_CAM[0] * right + LIGHT_CAM[1] * up - LIGHT_CAM[2] * forward
+        shade = AMBIENT + (1 - AMBIENT) * np.clip(normals @ light, 0.0, 1.0)
+        colours = np.clip(np.asarray(colour)[None, :] * shade[:, None], 0, 1)
+        world = quads / voxels.SIDE - 0.5
+        # voxray (x, y up, z) -> matplotlib (X, Y, Z up) = (x, -z, y): a rotation
+        faces = np.stack([world[..., 0], -world[..., 2], world[..., 1]], axis=-1)
+        # each face outlined in its own colour, or seams show between neighbours
+        polygons = Poly3DCollection(faces, facecolors=colours, edgecolors=colours, linewidths=0.3)
+        axes.add_collection3d(polygons)
+    figure.canvas.draw()
+    return np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    return ImageFont.load_default(size=size)
+
+
+def printable(text: Any, width: int) -> str:
+    """``text`` on one line: control characters escaped, the middle cut to ``width``."""
+    text = re.sub(r"[\x00-\x1f\x7f]", lambda m: f"\\x{ord(m.group()):02x}", str(text))
+    if len(text) > width:
+        keep = width - 1
+        text = text[: keep - keep // 3] + "…" + text[len(text) - keep // 3 :]
+    return text
+
+
+def _label(row: dict[str, Any]) -> list[tuple[str, tuple[int, int, int]]]:
+    lines = [(printable(row.get("object_id"), 30), TEXT)]
+    if row.get("category") is not None:
+        lines.append((printable(row["category"], 30), MUTED))
+    if row.get("status") == OK:
+        iou = row.get("iou")
+        lines.append(("IoU —" if iou is None else f"IoU {iou:.3f}", TEXT))
+        lines.append((f"views {row.get('n_views')} of {row.get('n_views_given')}", MUTED))
+        lines.append((f"occupied {row.get('occupied_voxels')} at {row.get('threshold')}", MUTED))
+    else:
+        lines.append(("FAILED", ALERT))
+        for part in textwrap.wrap(printable(row.get("error"), 200), 30)[:4]:
+            lines.append((part, ALERT))
+    return lines
+
+
+def _note(sheet: ImageDraw.ImageDraw, box: tuple[int, int, int, int], text: str) -> None:
+    x0, y0, x1, y1 = box
+    sheet.rectangle(box, fill=BACKGROUND)
+    lines = textwrap.wrap(text, max(8, (x1 - x0) // 7))[:5]
+    for k, line in enumerate(lines):
+        sheet.text((x0 + 6, y0 + 6 + 14 * k), line, fill=MUTED, font=_font(11))
+
+
+def contact_sheet(
+    output: Output,
+    rows: pa.Table,
+    views: int = 5,
+    cell: int = 128,
+    catalog: bool = True,
+) -> bytes:
+    """PNG bytes: one row per manifest row of ``rows``, with its label (id,
+    category, IoU, views used, occupied voxels; the reason when it failed), up
+    to ``views`` input views, the reconstruction from two angles and the ground
+    truth, when the catalog has it. Without ``catalog`` (or when the output's
+    catalog cannot be found) the views and the truth are left out."""
+    records = rows.to_pylist()
+    ok = [r for r in records if r.get("status") == OK and r.get("shard") is not None]
+    grids = dict(zip((id(r) for r in ok), output.grids(ok), strict=True))
+    inputs: dict[str, list[dict]] = {}
+    catalog_note = None
+    if catalog:
+        try:
+            ids = [r["object_id"] for r in records if r.get("object_id") is not None]
+            for found in output.catalog_rows(ids, ["object_id", "views", "voxels"]).to_pylist():
+                inputs.setdefault(found["object_id"], []).append(found)
+        except (ValueError, FileNotFoundError) as exc:
+            catalog_note = f"no catalog: {exc}"
+    has_truth = any(r.get("voxels") is not None for found in inputs.values() for r in found)
+    n_views = min(views, max([len(r.get("views") or []) for f in inputs.values() for r in f] or [0]))
+    if catalog and not inputs and catalog_note is None:
+        catalog_note = "not in the catalog"
+    columns = ["views"] * max(n_views, 1 if catalog_note else 0) + ["recon", "recon"]
+    columns += ["truth"] if has_truth else []
+    width = LABEL_WIDTH + cell * len(columns)
+    height = HEADER + cell * len(records)
+    sheet = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    titles = {"views": "input views", "recon": "reconstruction", "truth": "ground truth"}
+    x = LABEL_WIDTH
+    for k, column in enumerate(columns):
+        if k == 0 or columns[k - 1] != column:
+            draw.text((x + 4, 6), titles[column], fill=TEXT, font=_font(13))
+        x += cell
+
+    for r, row in enumerate(records):
+        y = HEADER + r * cell
+        for k, (line, colour) in enumerate(_label(row)):
+            draw.text((8, y + 8 + 17 * k), line, fill=colour, font=_font(13 if k == 0 else 12))
+        found = inputs.get(row.get("object_id"), [])
+        x = LABEL_WIDTH
+        if len(found) == 1:
+            for v, data in enumerate((found[0].get("views") or [])[:n_views]):
+                try:
+                    sheet.paste(Image.fromarray(decode_view(data, cell)), (x + v * cell, y))
+                except images.DecodeError as exc:
+                    _note(draw, (x + v * cell, y, x + (v + 1) * cell - 1, y + cell - 1), str(exc))
+        elif catalog:
+            text = catalog_note or (
+                f"{len(found)} catalog rows have this id" if found else "not in the catalog"
+            )
+            _note(draw, (x, y, x + cell * max(n_views, 1) - 1, y + cell - 1), text)
+        x += cell * columns.count("views")
+        if id(row) in grids:
+            occupied = voxels.occupied(grids[id(row)], row["threshold"])
+            for azimuth, elevation in ANGLES:
+                sheet.paste(Image.fromarray(render_voxels(occupied, azimuth, elevation, cell)), (x, y))
+                x += cell
+        else:
+            _note(draw, (x, y, x + 2 * cell - 1, y + cell - 1), "no reconstruction")
+            x += 2 * cell
+        if has_truth:
+            truth = found[0].get("voxels") if len(found) == 1 else None
+            if truth is not None and len(truth) == voxels.VOXEL_BYTES:
+                picture = render_voxels(voxels.unpack_voxels(truth), *ANGLES[0], cell, TRUTH)
+                sheet.paste(Image.fromarray(picture), (x, y))
+            else:
+                _note(draw, (x, y, x + cell - 1, y + cell - 1), "no ground truth")
+        draw.line([(0, y + cell - 1), (width, y + cell - 1)], fill=(255, 255, 255), width=2)
+    buffer = io.BytesIO()
+    sheet.save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def summary(table: pa.Table, title: str = "") -> bytes:
+    """PNG bytes of one figure over manifest rows: IoU by category, IoU by number
+    of views used, and a histogram of occupied voxels (ok rows), with counts."""
+    names = table.column_names
+    status = table.column("status").to_pylist()
+    ok = [s == OK for s in status]
+    column = {n: table.column(n).to_pylist() for n in ("iou", "category", "n_views", "occupied_voxels") if n in names}
+    iou = [v for v, good in zip(column.get("iou", []), ok, strict=False) if good]
+    has_iou = any(v is not None for v in iou)
+
+    figure = Figure(figsize=(15, 5.2), dpi=100)
+    FigureCanvasAgg(figure)
+    grid = figure.add_gridspec(1, 3, width_ratios=(1.25, 1.0, 1.0), wspace=0.32)
+    by_category, by_views, occupied = (figure.add_subplot(grid[0, k]) for k in range(3))
+
+    def groups(key: str) -> dict[Any, list[float]]:
+        out: dict[Any, list[float]] = {}
+        for value, good, score in zip(column.get(key, []), ok, column.get("iou", []), strict=False):
+            if good and score is not None:
+                out.setdefault(value, []).append(score)
+        return out
+
+    def boxes(axes, data: dict[Any, list[float]], label: str, order: list) -> None:
+        values = [data[k] for k in order]
+        ticks = [f"{'(none)' if k is None else k}  n={len(data[k])}" for k in order]
+        axes.boxplot(values, orientation="horizontal", tick_labels=ticks, widths=0.6,
+                     medianprops={"color": "#1f4e9c", "linewidth": 2},
+                     showmeans=True, meanprops={"marker": "D", "markerfacecolor": "white",
+                                                "markeredgecolor": "#1f4e9c", "markersize": 5})  # fmt: skip
+        axes.set_xlim(0, 1)
+        axes.set_xlabel("IoU (box: quartiles, line: median, diamond: mean)")
+        axes.set_title(label, loc="left", fontsize=12)
+        axes.grid(axis="x", alpha=0.3)
+
+    for axes, key, label in (
+        (by_category, "category", "IoU by category"),
+        (by_views, "n_views", "IoU by number of views used"),
+    ):
+        data = groups(key)
+        if not has_iou:
+            _empty(axes, label, "no IoU: the job's input had no ground truth (voxels)")
+        elif key not in names:
+            _empty(axes, label, f"the manifests have no {key!r} column")
+        else:
+            order = sorted(data, key=lambda k: np.median(data[k]), reverse=True)
+            if key == "n_views":
+                order = sorted(data, key=lambda k: (k is None, k or 0), reverse=True)
+            boxes(axes, data, label, order)
+
+    counts = [v for v, good in zip(column.get("occupied_voxels", []), ok, strict=False) if good and v is not None]
+    if counts:
+        occupied.hist(counts, bins=30, color="#7394d9", edgecolor="white")
+        occupied.axvline(np.median(counts), color="#1f4e9c", linestyle="--", linewidth=1.5,
+                         label=f"median {np.median(counts):.0f}")  # fmt: skip
+        occupied.legend(frameon=False)
+        occupied.set_xlabel(f"occupied voxels (of {voxels.SIDE**3})")
+        occupied.set_ylabel("ok rows")
+        occupied.set_title("Occupied voxels at the threshold", loc="left", fontsize=12)
+    else:
+        _empty(occupied, "Occupied voxels at the threshold", "no ok rows")
+
+    n_ok, n_failed = sum(ok), len(ok) - sum(ok)
+    mean = f", mean IoU {np.mean([v for v in iou if v is not None]):.3f}" if has_iou else ""
+    heading = f"{title}\n" if title else ""
+    figure.suptitle(f"{heading}{n_ok} ok, {n_failed} failed{mean}", x=0.01, ha="left", fontsize=13)
+    figure.subplots_adjust(left=0.13, right=0.985, top=0.84, bottom=0.12)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def _empty(axes, title: str, text: str) -> None:
+    axes.set_title(title, loc="left", fontsize=12)
+    axes.text(0.5, 0.5, text, ha="center", va="center", wrap=True, color="0.4")
+    axes.set_axis_off()
+
+
+def summary_title(output: Output) -> str:
+    """The summary's heading: the output and its model, from ``_SUCCESS`` when there."""
+    success = output.success() or {}
+    model = success.get("model")
+    return printable(output.url, 90) + (f"  ·  model {model}" if model else "")

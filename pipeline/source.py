@@ -1,0 +1,79 @@
+"""The job's reader: a Ray Data datasource over a read plan (``pipeline.plan``).
+Each read task gets a group of fragments and yields blocks of at most
+``rows_per_block`` rows, each with its ``row_key``; fragments the output holds
+in full are not in the plan, so they cost no task and no read. Files are opened
+one by one (``pipeline.inputs``), so a Hive-style folder name never replaces a
+file's own column. This module must never import TensorFlow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import pyarrow as pa
+from ray.data.block import BlockMetadata
+from ray.data.datasource import Datasource, ReadTask
+
+from pipeline import io
+from pipeline.plan import Fragment, ReadPlan, groups, read_fragment
+
+
+def read_group(
+    fragments: list[Fragment],
+    columns: pa.Schema,
+    rows_per_block: int,
+    storage_options: Mapping[str, Any],
+    retry_seconds: float,
+) -> Iterator[pa.Table]:
+    for fragment in fragments:
+        yield from read_fragment(fragment, columns, rows_per_block, storage_options, retry_seconds)
+
+
+class CatalogSource(Datasource):
+    """Reads the fragments of a :class:`pipeline.plan.ReadPlan`.
+
+    Args:
+        read_plan: the fragments to read (with the rows to skip in each).
+        columns: the input columns to read, in the types every block gets
+            (``pipeline.inputs.Scan.schema``).
+        rows_per_block: the most rows in one block.
+        storage_options: fsspec options for the input.
+        retry_seconds: how long a read task rides out a storage outage.
+    """
+
+    def __init__(
+        self,
+        read_plan: ReadPlan,
+        columns: pa.Schema,
+        rows_per_block: int,
+        storage_options: Mapping[str, Any],
+        retry_seconds: float = io.RETRY_SECONDS,
+    ):
+        self.read_plan = read_plan
+        self.columns = columns
+        self.rows_per_block = rows_per_block
+        self.storage_options = dict(storage_options)
+        self.retry_seconds = retry_seconds
+
+    def get_name(self) -> str:
+        return "ReadCatalog"
+
+    def estimate_inmemory_data_size(self) -> None:
+        return None
+
+    def get_read_tasks(
+        self, parallelism: int, per_task_row_limit: int | None = None, data_context: Any = None
+    ) -> list[ReadTask]:
+        tasks = []
+        for group in groups(self.read_plan.fragments, parallelism):
+            args = (group, self.columns, self.rows_per_block, self.storage_options)
+            metadata = BlockMetadata(
+                num_rows=sum(f.todo for f in group),
+                size_bytes=None,
+                exec_stats=None,
+                input_files=tuple(sorted({f.file for f in group})),
+            )
+            retry = self.retry_seconds
+            tasks.append(ReadTask(lambda a=args, r=retry: read_group(*a, r), metadata))
+        return tasks
