@@ -57,11 +57,13 @@ def merge_ranges(ranges: Iterable[Iterable[int]]) -> Ranges:
 
 
 def coverage_of(row_keys: Iterable[str]) -> Coverage:
-    """The fragments' row ranges that ``row_keys`` (``"<fragment>:<row>"``) cover."""
+    """The fragments' row ranges that ``row_keys`` (``"<fragment>:<row>"``) cover;
+    keys of another form (rows not read by the job's reader) cover nothing."""
     rows: dict[str, list[int]] = {}
     for key in row_keys:
         fragment, _, row = key.rpartition(":")
-        rows.setdefault(fragment, []).append(int(row))
+        if fragment and row.isdigit():
+            rows.setdefault(fragment, []).append(int(row))
     out: Coverage = {}
     for fragment, positions in rows.items():
         positions.sort()

@@ -73,18 +73,6 @@ def test_decode_batch_bad_rows_fail_alone():
     assert again.column("row_key").to_pylist() == out.column("row_key").to_pylist()
 
 
-def test_decode_batch_marks_committed_rows_skipped():
-    batch = batch_with_bad_rows()
-    committed = pa.array(["good-a", "bomb"], pa.string())
-    out = decode_batch(batch, DecodeConfig(image_size=32), committed=committed)
-    status = dict(
-        zip(out.column("object_id").to_pylist(), out.column("status").to_pylist(), strict=True)
-    )
-    assert status["good-a"] == "skipped" and status["bomb"] == "skipped"
-    assert status["good-b"] == "ok"
-    assert out.filter(pa.compute.equal(out["status"], "skipped"))["pixels"].null_count == 2
-
-
 def test_carried_columns_and_reserved_names():
     good = encode(rgba_image(), "RGB")
     batch = pa.table(

@@ -12,9 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import io
+from pipeline import io, shards
 from pipeline.layout import MANIFEST_SCHEMA
-from pipeline.sink import ShardSink, shard_name, write_shard
+from pipeline.sink import ShardSink, grid_values, shard_name, write_shard
 
 
 def model_rows(ids: list, status: list[str], seed: int = 0) -> pa.Table:
@@ -57,7 +57,7 @@ def test_shard_and_manifest(tmp_path):
     table = model_rows(ids, status)
     counts = write_shard(table, out)
     name = shard_name(table.column("row_key").to_pylist())
-    assert counts == {"name": name, "rows_ok": 3, "rows_failed": 2, "rows_skipped": 0}
+    assert counts == {"name": name, "rows_ok": 3, "rows_failed": 2}
     # object ids never become paths
     assert files_under(out) == [f"manifests/{name}.parquet", f"shards/{name}.npz"]
 
@@ -73,12 +73,21 @@ def test_shard_and_manifest(tmp_path):
     ]
     assert rows[2]["error"] == "views is empty" and rows[0]["error"] is None
 
-    with np.load(os.path.join(out, "shards", f"{name}.npz")) as npz:
-        assert list(npz["object_id"]) == ["a", "../../escape/b", "d/e"]
-        assert npz["probabilities"].shape == (3, 32, 32, 32)
-        assert npz["probabilities"].dtype == np.uint8
-        expected = table.column("probabilities")[4].as_py()
-        assert npz["probabilities"][2].tobytes() == expected
+    path = os.path.join(out, "shards", f"{name}.npz")
+    arrays = shards.read_shard(path)
+    assert list(arrays["object_id"]) == ["a", "../../escape/b", "d/e"]
+    assert arrays["probabilities"].shape == (3, 32, 32, 32)
+    assert arrays["probabilities"].dtype == np.uint8
+    expected = table.column("probabilities")[4].as_py()
+    assert arrays["probabilities"][2].tobytes() == expected
+    # plain numpy opens it, one grid per member
+    with np.load(path) as npz:
+        assert npz["g000002"].tobytes() == expected and list(npz["object_id"])[2] == "d/e"
+    # the manifest says where each grid's record is: one range read gets it
+    for r, i in ((rows[0], 0), (rows[4], 4)):
+        grid = shards.read_grid(path, r["grid_offset"], r["grid_bytes"])
+        assert grid.tobytes() == table.column("probabilities")[i].as_py()
+    assert rows[2]["grid_offset"] is None and rows[2]["grid_bytes"] is None
 
 
 def test_retry_overwrites_and_order_does_not_matter(tmp_path):
@@ -91,17 +100,6 @@ def test_retry_overwrites_and_order_does_not_matter(tmp_path):
     other = write_shard(model_rows(["d"], ["ok"]), out)
     assert other["name"] != first["name"]
     assert len(files_under(out)) == 4
-
-
-def test_skipped_rows_are_counted_not_written(tmp_path):
-    out = str(tmp_path / "out")
-    counts = write_shard(model_rows(["a", "b"], ["skipped", "skipped"]), out)
-    assert counts == {"name": None, "rows_ok": 0, "rows_failed": 0, "rows_skipped": 2}
-    assert not os.path.exists(out)
-    counts = write_shard(model_rows(["a", "b", "c"], ["skipped", "ok", "failed"]), out)
-    assert (counts["rows_ok"], counts["rows_failed"], counts["rows_skipped"]) == (1, 1, 1)
-    manifest = pq.read_table(os.path.join(out, "manifests", f"{counts['name']}.parquet"))
-    assert manifest.column("object_id").to_pylist() == ["b", "c"]
 
 
 def test_only_failed_rows_write_a_manifest_without_shard(tmp_path):
@@ -140,30 +138,56 @@ def test_datasink_splits_shards_and_totals(tmp_path):
     out = str(tmp_path / "out")
     sink = ShardSink(out, rows_per_shard=2)
     assert sink.min_rows_per_write == 2
-    ids = ["a", "b", "c", "d", "e", "f"]
-    table = model_rows(ids, ["ok", "failed", "skipped", "ok", "ok", "skipped"])
+    ids = ["a", "b", "c", "d"]
+    table = model_rows(ids, ["ok", "failed", "ok", "ok"])
     result = sink.write([table.slice(0, 2), table.slice(2)], ctx=None)
-    assert (result["rows_ok"], result["rows_failed"], result["rows_skipped"]) == (3, 1, 2)
+    assert (result["rows_ok"], result["rows_failed"]) == (3, 1)
     assert len(result["names"]) == 2  # 4 rows to write, at most 2 per shard
     again = sink.write([table.slice(0, 2), table.slice(2)], ctx=None)  # a retried task
     assert again == result
     assert len(files_under(out)) == 4
-    sink.on_write_complete(WriteResult(num_rows=6, size_bytes=0, write_returns=[result]))
-    assert sink.totals == {"rows_ok": 3, "rows_failed": 1, "rows_skipped": 2, "shards": 2}
+    sink.on_write_complete(WriteResult(num_rows=4, size_bytes=0, write_returns=[result]))
+    assert sink.totals == {"rows_ok": 3, "rows_failed": 1, "shards": 2}
 
 
-def test_encode_shard_reads_arrow_grids_and_refuses_wrong_sizes():
-    from io import BytesIO
-
-    from pipeline.sink import encode_shard
-
+def test_grids_come_from_arrow_buffers_and_wrong_sizes_are_refused():
     grids = [np.full(32768, i, np.uint8).tobytes() for i in range(3)]
     column = pa.chunked_array([pa.array(grids[:1], pa.binary()), pa.array(grids[1:], pa.binary())])
-    shard = np.load(BytesIO(encode_shard(["b", "c"], column.slice(1))))
+    data, offsets, lengths = shards.encode(["b", "c"], grid_values(column.slice(1)))
+    shard = shards.parse_shard(data)
     assert list(shard["object_id"]) == ["b", "c"]
     assert shard["probabilities"].shape == (2, 32, 32, 32)
     assert (shard["probabilities"][1] == 2).all()
+    record = data[offsets[1] : offsets[1] + lengths[1]]
+    assert (shards.decode_record(record) == 2).all()
     with pytest.raises(ValueError, match="32768 bytes"):
-        encode_shard(["a"], pa.array([b"short"], pa.binary()))
+        grid_values(pa.array([b"short"], pa.binary()))
     with pytest.raises(ValueError, match="needs its grid"):
-        encode_shard(["a"], pa.array([None], pa.binary()))
+        grid_values(pa.array([None], pa.binary()))
+
+
+def test_shards_of_the_earlier_layout_still_read():
+    """Outputs written before one member per grid: one ``probabilities`` array."""
+    grids = np.arange(2 * 32768, dtype=np.uint64).astype(np.uint8).reshape(2, 32, 32, 32)
+    buffer = bytes_io.BytesIO()
+    np.savez_compressed(buffer, object_id=np.array(["a", "b"]), probabilities=grids)
+    shard = shards.parse_shard(buffer.getvalue())
+    assert list(shard["object_id"]) == ["a", "b"] and (shard["probabilities"] == grids).all()
+
+
+def test_compression_and_one_grid_cost():
+    """Smooth grids (like the model's) compress about as well member by member
+    as in one array, and one grid's record is a small part of the shard."""
+    z, y, x = np.mgrid[:32, :32, :32]
+    rng = np.random.default_rng(0)
+    blobs = []
+    for _ in range(64):  # one object each: a soft ellipsoid of its own size and place
+        c, r = rng.uniform(10, 22, 3), rng.uniform(4, 12, 3)
+        d = np.sqrt(((x - c[0]) / r[0]) ** 2 + ((y - c[1]) / r[1]) ** 2 + ((z - c[2]) / r[2]) ** 2)
+        blobs.append(np.clip(255 * (1.5 - d), 0, 255))
+    grids = np.stack(blobs).astype(np.uint8)
+    data, offsets, lengths = shards.encode([f"id-{i}" for i in range(64)], grids)
+    whole = bytes_io.BytesIO()
+    np.savez_compressed(whole, probabilities=grids)
+    assert len(data) < 1.2 * len(whole.getvalue())
+    assert lengths.max() < 4 * len(data) / 64

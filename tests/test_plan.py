@@ -1,0 +1,196 @@
+"""Planning a run from what the output holds (pipeline.plan), the output index
+(pipeline.index) and the lease (pipeline.lease): costs that follow fragments,
+not committed rows; an index that is behind is completed; one driver per output."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from test_sink import model_rows
+
+from conftest import REPO
+from pipeline import index, plan
+from pipeline.inputs import scan
+from pipeline.lease import Lease, LeaseHeld
+from pipeline.sink import write_shard
+
+
+def test_ranges_and_coverage():
+    assert plan.merge_ranges([[5, 7], [0, 2], [2, 3], [6, 9]]) == [[0, 3], [5, 9]]
+    keys = ["f1:0", "f1:1", "f1:2", "f1:7", "f2:3", "not-a-position"]
+    assert plan.coverage_of(keys) == {"f1": [[0, 3], [7, 8]], "f2": [[3, 4]]}
+    merged = plan.merge_coverage([{"f1": [[0, 3]]}, {"f1": [[3, 5]], "f2": [[0, 1]]}])
+    assert merged == {"f1": [[0, 5]], "f2": [[0, 1]]}
+    encoded = {plan.COVERAGE_KEY: plan.encode_coverage(merged)}
+    assert plan.decode_coverage(encoded) == merged
+
+
+def files_of(rows_per_group: list[list[int]]) -> list[plan.InputFile]:
+    return [
+        plan.InputFile(f"/in/part-{i}.parquet", 1000 + i, "mtime:1", tuple(groups))
+        for i, groups in enumerate(rows_per_group)
+    ]
+
+
+def test_plan_skips_committed_fragments_and_filters_partial_ones():
+    files = files_of([[4, 4], [3]])
+    keys = [plan.fragment_key(f.url, f.size, f.version, g) for f in files for g in range(2)][:3]
+    fresh = plan.plan(files, {})
+    assert [f.todo for f in fresh.fragments] == [4, 4, 3]
+    assert (fresh.rows_total, fresh.rows_committed) == (11, 0)
+    # first fragment done, second half done (a crash mid-way), third untouched
+    coverage = {keys[0]: [[0, 4]], keys[1]: [[0, 1], [3, 4]]}
+    resumed = plan.plan(files, coverage)
+    assert [(f.key, f.todo) for f in resumed.fragments] == [(keys[1], 2), (keys[2], 3)]
+    assert (resumed.rows_total, resumed.rows_committed, resumed.rows_todo) == (11, 6, 5)
+    limited = plan.plan(files, coverage, limit=6)
+    assert [(f.key, f.rows, f.todo) for f in limited.fragments] == [(keys[1], 2, 1)]
+    assert (limited.rows_total, limited.rows_committed) == (6, 5)
+
+
+def test_a_changed_input_file_is_refused():
+    files = files_of([[4]])
+    key = plan.fragment_key(files[0].url, files[0].size, files[0].version, 0)
+    changed = [plan.InputFile(files[0].url, 999, "mtime:2", (4,))]
+    with pytest.raises(plan.InputChanged, match="part-0.parquet changed"):
+        plan.plan(changed, {key: [[0, 2]]})
+
+
+def test_fragments_read_only_their_rows_with_keys(tmp_path):
+    """Rows of a row group minus the committed ones, duplicated ids included,
+    each with its position as its key."""
+    table = pa.table(
+        {
+            "object_id": ["a", "b", "a", "c", "d", "a"],  # "a" three times: three rows
+            "views": pa.array([[b"x"]] * 6, pa.list_(pa.binary())),
+            "row_key": ["mine"] * 6,  # an input column of that name is carried as input_row_key
+        }
+    )
+    path = tmp_path / "part-0.parquet"
+    pq.write_table(table, path, row_group_size=6)
+    found = scan([str(path)], {})
+    info = found.files[0]
+    key = plan.fragment_key(info.url, info.size, info.version or "", 0)
+    fragment = plan.plan([plan.InputFile(info.url, info.size, info.version or "", info.row_groups)],
+                         {key: [[1, 3]]}).fragments[0]  # fmt: skip
+    blocks = list(plan.read_fragment(fragment, found.schema, 2, {}))
+    rows = pa.concat_tables(blocks).to_pylist()
+    assert [r["object_id"] for r in rows] == ["a", "c", "d", "a"]
+    assert [r["row_key"] for r in rows] == [f"{key}:{i}" for i in (0, 3, 4, 5)]
+    assert {r["input_row_key"] for r in rows} == {"mine"}
+    assert all(b.num_rows <= 2 for b in blocks)
+
+
+def positional(rows: pa.Table, fragment: str, start: int = 0) -> pa.Table:
+    keys = [f"{fragment}:{start + i}" for i in range(rows.num_rows)]
+    return rows.set_column(rows.schema.get_field_index("row_key"), "row_key", pa.array(keys))
+
+
+def test_index_folds_completes_and_merges(tmp_path):
+    out = str(tmp_path / "out")
+    for s in range(3):
+        write_shard(positional(model_rows([f"o{s}-{i}" for i in range(4)], ["ok"] * 3 + ["failed"]),
+                               f"frag{s}"), out)  # fmt: skip
+    behind = index.state(out)
+    assert (len(behind.parts), len(behind.pending)) == (0, 3)  # no index yet: manifests read
+    assert behind.counts() == {"rows_ok": 9, "rows_failed": 3, "models": ["compact-test"]}
+    assert behind.coverage() == {f"frag{s}": [[0, 4]] for s in range(3)}
+    folded = index.fold(out)
+    assert (len(folded.parts), len(folded.pending)) == (1, 0)
+    assert index.read_table(index.state(out)).num_rows == 12
+    # a shard committed after the fold: the index is behind, and completed from the manifest
+    write_shard(positional(model_rows(["late"], ["ok"]), "frag9"), out)
+    current = index.state(out)
+    assert (len(current.parts), len(current.pending)) == (1, 1)
+    assert index.read_table(current, columns=["object_id"]).num_rows == 13
+    assert current.coverage()["frag9"] == [[0, 1]]
+    # many small parts merge into one; the merged part is written before the others go
+    for s in range(10, 10 + index.MAX_SMALL_PARTS + 1):
+        write_shard(positional(model_rows([f"m{s}"], ["ok"]), f"frag{s}"), out)
+        index.fold(out)
+    parts = os.listdir(os.path.join(out, "index"))
+    assert len(parts) <= 2
+    table = index.read_table(index.state(out))
+    assert table.num_rows == 13 + index.MAX_SMALL_PARTS + 1
+    assert sorted(table.column("object_id").to_pylist()) == sorted(
+        set(table["object_id"].to_pylist())
+    )
+
+
+def test_index_reader_takes_the_larger_of_overlapping_parts(tmp_path):
+    """A merge that wrote its part but died before removing the parts it merged."""
+    out = str(tmp_path / "out")
+    write_shard(positional(model_rows(["a", "b"], ["ok", "ok"]), "f1"), out)
+    small = index.fold(out).parts[0]
+    write_shard(positional(model_rows(["c"], ["ok"]), "f2"), out)
+    state = index.state(out)
+    merged = index._write_part(out, [small, *state.pending], None)
+    assert len(os.listdir(os.path.join(out, "index"))) == 2
+    again = index.state(out)
+    assert [p.url for p in again.parts] == [merged.url] and not again.pending
+    assert index.read_table(again).num_rows == 3
+
+
+def test_lease_refuses_a_live_holder_and_takes_over_from_a_dead_one(tmp_path):
+    out = str(tmp_path / "out")
+    said: list[str] = []
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"""
+import sys, time
+sys.path.insert(0, {str(REPO)!r})
+from pipeline.lease import Lease
+lease = Lease({out!r}); lease.acquire(); print("held", flush=True); time.sleep(120)
+"""],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(LeaseHeld, match="in use by another run"):
+            Lease(out, say=said.append).acquire()
+    finally:
+        holder.kill()
+        holder.wait()
+    lease = Lease(out, say=said.append)
+    lease.acquire()
+    assert any("is gone; taking over" in s for s in said)
+    with open(os.path.join(out, "_LEASE")) as f:
+        body = json.load(f)
+    assert body["pid"] == os.getpid()
+    lease.release()
+    assert not os.path.exists(os.path.join(out, "_LEASE"))
+
+
+def test_lease_of_another_host_is_waited_out_when_it_stops_renewing(tmp_path, monkeypatch):
+    out = str(tmp_path / "out")
+    os.makedirs(out)
+    stale = {"holder": "x", "host": "elsewhere", "pid": 1, "renewed": time.time() - 1, "ttl": 2}
+    with open(os.path.join(out, "_LEASE"), "w") as f:
+        json.dump(stale, f)
+    monkeypatch.setattr("pipeline.lease.RENEW_SECONDS", 0.5)
+    said: list[str] = []
+    started = time.monotonic()
+    with Lease(out, say=said.append):
+        assert 0.5 < time.monotonic() - started < 10
+    assert any("waiting up to" in s for s in said) and any("taking over" in s for s in said)
+
+
+def test_grids_read_by_offset_match_the_shard(tmp_path):
+    from pipeline import shards
+
+    out = str(tmp_path / "out")
+    table = model_rows(["a", "b", "c"], ["ok", "ok", "ok"])
+    name = write_shard(table, out)["name"]
+    manifest = pq.read_table(os.path.join(out, "manifests", f"{name}.parquet")).to_pylist()
+    whole = shards.read_shard(os.path.join(out, "shards", f"{name}.npz"))["probabilities"]
+    for row in manifest:
+        one = shards.read_grid(os.path.join(out, row["shard"]), row["grid_offset"],
+                               row["grid_bytes"])  # fmt: skip
+        assert np.array_equal(one, whole[row["index"]])
