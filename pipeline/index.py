@@ -10,7 +10,9 @@ covers yet (written since the last fold, or the index is missing) is read
 directly and folded next time, so an index that is behind is completed, never
 trusted blindly. Small parts are merged into parts of up to ``PART_ROWS`` rows,
 the merged part written before the parts it replaces are removed; a reader that
-sees both takes the larger. This module must never change or remove a manifest.
+sees both takes the larger. A part that names a manifest no longer there is
+set aside and its manifests read again. This module must never change or
+remove a manifest.
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ class State:
     output: str
     parts: list[FileInfo]
     pending: list[FileInfo]
+    stale: list[FileInfo] = field(default_factory=list)  # parts naming a manifest now gone
 
     @property
     def files(self) -> list[FileInfo]:
@@ -118,17 +121,20 @@ def state(output: str, options: Mapping[str, Any] | None = None) -> State:
     part_urls = io.list_files(io.join(output, INDEX), ".parquet", options)
     manifest_urls = io.list_files(io.join(output, MANIFESTS), ".parquet", options)
     infos = _map(lambda u: read_info(u, options), part_urls)
+    listed = {_name(u) for u in manifest_urls}
     chosen: list[FileInfo] = []
+    stale: list[FileInfo] = []
     seen: set[str] = set()
     for info in sorted(infos, key=lambda i: (-len(i.manifests), i.url)):
         names = set(info.manifests)
-        if names & seen:
-            continue  # a merge in progress: the larger part already covers these
-        chosen.append(info)
-        seen |= names
+        if not names <= listed:
+            stale.append(info)  # the manifests are the record: rebuilt from those left
+        elif not names & seen:  # else a merge in progress: a larger part covers these
+            chosen.append(info)
+            seen |= names
     pending_urls = [u for u in manifest_urls if _name(u) not in seen]
     pending = _map(lambda u: read_info(u, options), pending_urls)
-    return State(output, chosen, pending)
+    return State(output, chosen, pending, stale)
 
 
 def read_table(
@@ -160,9 +166,12 @@ def read_table(
 def fold(output: str, options: Mapping[str, Any] | None = None) -> State:
     """Fold the pending manifests into a new part, then merge small parts."""
     current = state(output, options)
+    stale = current.stale
     if current.pending:
         part = _write_part(output, current.pending, options)
         current = State(output, [*current.parts, part], [])
+    for p in stale:
+        io.remove(p.url, options)
     small = [p for p in current.parts if p.rows < PART_ROWS // 4]
     if len(small) > MAX_SMALL_PARTS:
         merged = _write_part(output, small, options)

@@ -194,3 +194,20 @@ def test_grids_read_by_offset_match_the_shard(tmp_path):
         one = shards.read_grid(os.path.join(out, row["shard"]), row["grid_offset"],
                                row["grid_bytes"])  # fmt: skip
         assert np.array_equal(one, whole[row["index"]])
+
+
+def test_an_index_part_naming_a_lost_manifest_is_set_aside(tmp_path):
+    """The manifests are the record: a part that covers a manifest that is gone
+    is not trusted, and the index is rebuilt from the manifests left."""
+    out = str(tmp_path / "out")
+    for s in range(2):
+        write_shard(positional(model_rows([f"o{s}"], ["ok"]), f"frag{s}"), out)
+    index.fold(out)
+    manifests = sorted(os.listdir(os.path.join(out, "manifests")))
+    os.remove(os.path.join(out, "manifests", manifests[0]))
+    current = index.state(out)
+    assert not current.parts and len(current.pending) == 1 and len(current.stale) == 1
+    assert index.read_table(current).num_rows == 1
+    index.fold(out)
+    assert len(os.listdir(os.path.join(out, "index"))) == 1
+    assert index.read_table(index.state(out)).num_rows == 1
