@@ -1,10 +1,12 @@
-"""Training and evaluation: the sample stream, exact resume, IoU, the oracle."""
+"""Training and evaluation: the sample stream, exact resume, self-describing
+checkpoints and the resume rules, IoU, the oracle."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from dataclasses import asdict, replace
 
 import numpy as np
 import pyarrow as pa
@@ -13,7 +15,7 @@ import pytest
 
 from conftest import REPO
 from model.data import Catalog, SampleStream
-from pipeline.infer import iou, unpack_voxels
+from model.voxels import iou, unpack_voxels
 from shapes import CATEGORIES, generate_object
 
 
@@ -100,6 +102,108 @@ def test_warm_start_at_another_image_size_in_bf16(labelled, tmp_path):
     r = _train(out, 4, *extra, "--resume")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "initialised from" not in r.stdout and "steps 2..4" in r.stdout
+
+
+def test_resume_rebuilds_the_run_from_its_checkpoint(labelled, tmp_path):
+    """The checkpoint's network and settings win over the command line: flags
+    left out take the recorded values, flags that contradict them stop the
+    resume (exit 2) naming each difference, and the run may be extended."""
+    out = str(tmp_path / "run")
+    from model.network import PRESETS
+    from model.training import read_checkpoint
+
+    r = _train(out, 2, "--data", labelled, "--preset", "compact", "--image-size", "32")
+    assert r.returncode == 0, r.stderr[-2000:]
+
+    r = _train(out, 4, "--resume", "--preset", "compact-wide", "--image-size", "48", "--seed", "1")
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "--preset compact-wide vs the checkpoint's compact" in r.stdout
+    assert "--image-size 48 vs the checkpoint's 32" in r.stdout
+    assert "--seed 1 vs the checkpoint's 0" in r.stdout
+    assert "ckpt-0000002.npz" in r.stdout and not list((tmp_path / "run").glob("ckpt-*4*"))
+
+    # no --data, --preset or --image-size: all three come from the checkpoint
+    r = _train(out, 4, "--resume")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "resuming compact (32 px) at step 2" in r.stdout
+    assert "changed on resume: --steps 2 -> 4" in r.stdout
+    assert "32 px, fp32" in r.stdout and "steps 2..4" in r.stdout
+    ckpt = read_checkpoint(tmp_path / "run" / "ckpt-0000004.npz")
+    assert ckpt.step == 4 and ckpt.network == replace(PRESETS["compact"], image_size=32)
+    assert ckpt.config.steps == 4 and ckpt.config.data == labelled and ckpt.config.batch == 3
+
+
+def test_a_checkpoint_from_before_self_describing_checkpoints_is_refused(labelled, tmp_path):
+    np.savez(tmp_path / "ckpt-0000002.npz", step=2, w0=np.zeros(3), o0=np.zeros(3))
+    r = _train(str(tmp_path), 4, "--data", labelled, "--resume")
+    assert r.returncode == 2
+    assert "predates self-describing checkpoints" in r.stdout and "--init-from" in r.stdout
+
+
+def test_network_config_round_trips_through_json():
+    from model.network import PRESETS
+    from model.training import network_from_dict
+
+    for config in PRESETS.values():
+        assert network_from_dict(json.loads(json.dumps(asdict(config)))) == config
+
+
+def test_checkpoint_keys_state_by_variable_path(tmp_path):
+    """Weights and Adam slots are stored and restored by variable path: a
+    restore into an optimizer that holds its variables in another order puts
+    each slot back on its own variable."""
+    import keras
+
+    from model import build
+    from model.network import PRESETS
+    from model.training import (
+        TrainConfig,
+        checkpoints,
+        read_checkpoint,
+        restore_checkpoint,
+        save_checkpoint,
+    )
+
+    def slots(optimizer, variable):
+        i = optimizer._get_variable_index(variable)
+        return [np.asarray(s[i]) for s in (optimizer._momentums, optimizer._velocities)]
+
+    network = replace(PRESETS["compact"], image_size=32)
+    config = TrainConfig(data="/data", steps=10, batch=3)
+    keras.utils.set_random_seed(0)
+    net = build("compact", image_size=32)
+    opt = keras.optimizers.Adam(1e-3)
+    opt.build(net.trainable_variables)
+    rng = np.random.default_rng(0)
+    grads = [rng.normal(size=v.shape).astype("float32") for v in net.trainable_variables]
+    opt.apply_gradients(zip(grads, net.trainable_variables, strict=True))
+    path = save_checkpoint(tmp_path, 7, network, config, net, opt)
+
+    with np.load(path) as data:
+        keys = set(data.files)
+    paths = {v.path for v in net.trainable_variables}
+    assert {f"model/{p}" for p in paths} <= keys
+    assert {f"optimizer/{p}/{s}" for p in paths for s in ("momentum", "velocity")} <= keys
+    assert "optimizer/iteration" in keys and "meta" in keys
+    info = read_checkpoint(path)
+    assert (info.step, info.network, info.config) == (7, network, config)
+
+    keras.utils.set_random_seed(1)
+    other = build("compact", image_size=32)
+    reordered = keras.optimizers.Adam(1e-3)
+    reordered.build(list(reversed(other.trainable_variables)))
+    assert restore_checkpoint(path, other, reordered) == 7
+    assert int(reordered.iterations.numpy()) == 1
+    for v, w in zip(net.trainable_variables, other.trainable_variables, strict=True):
+        assert v.path == w.path
+        np.testing.assert_array_equal(np.asarray(v), np.asarray(w))
+        for a, b in zip(slots(opt, v), slots(reordered, w), strict=True):
+            np.testing.assert_array_equal(a, b)
+
+    # the newest two checkpoints stay
+    for step in (8, 9):
+        save_checkpoint(tmp_path, step, network, config, net, opt)
+    assert [p.name for p in checkpoints(tmp_path)] == ["ckpt-0000008.npz", "ckpt-0000009.npz"]
 
 
 def test_train_refuses_to_overwrite_a_run(labelled, tmp_path):
