@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
@@ -189,6 +189,11 @@ class Scan:
         return sum(f.num_rows for f in self.files)
 
     @property
+    def usable_rows(self) -> int:
+        """Rows in the usable files: what a run would read."""
+        return sum(f.num_rows for f in self.usable)
+
+    @property
     def usable(self) -> list[FileInfo]:
         """Readable files without a schema problem."""
         return [f for f in self.files if f.url not in self._bad]
@@ -211,7 +216,7 @@ class Scan:
         lines = [
             f"input: {len(self.files) + len(self.unreadable)} files scanned in "
             f"{self.seconds:.1f}s: {len(usable)} usable "
-            f"({sum(f.num_rows for f in usable)} rows, "
+            f"({self.usable_rows} rows, "
             f"{sum(len(f.row_groups) for f in usable)} row groups), "
             f"{len(self.unreadable)} unreadable, "
             f"{len(self.files) - len(usable)} with schema problems",
@@ -230,37 +235,59 @@ class Scan:
 
 
 def scan(
-    files: list[str],
+    files: Sequence[str],
     storage_options: Mapping[str, Any] | None = None,
     threads: int = 32,
     retry_seconds: float = io.RETRY_SECONDS,
+    details: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Scan:
     """Read every file's footer in parallel and check it against the contract.
 
     A file that cannot be read (not Parquet, truncated, a corrupt footer, gone,
     forbidden) is listed in ``unreadable`` with its reason, and the others are
     still scanned. Only the footer is read: a corrupt data page is found when
-    its row group is read (``InputReadError``).
+    its row group is read (``InputReadError``). ``scan`` is ``summarize`` of
+    ``read_footers``; a caller with many more files than one process reads
+    quickly can run ``read_footers`` on parts of the list elsewhere (its results
+    pickle) and ``summarize`` them together.
 
     Args:
         files: Parquet file URLs.
         storage_options: fsspec options (``--storage-options``).
         threads: footer reads in flight.
         retry_seconds: how long a footer read retries a transient storage error.
+        details: optional fsspec entries of the files by URL (``fs.find(path,
+            detail=True)``: ``size`` and ``ETag`` or ``mtime``), taken by this
+            run's listing. With them, a footer read on S3 is one GET instead of a
+            HEAD and a GET.
 
     Raises:
         io.StorageError: the storage itself failed (unreachable endpoint,
             throttling) past ``retry_seconds``: no file is to blame.
     """
     started = time.monotonic()
+    footers = read_footers(files, storage_options, threads, retry_seconds, details)
+    return summarize(footers, seconds=time.monotonic() - started)
+
+
+def read_footers(
+    files: Sequence[str],
+    storage_options: Mapping[str, Any] | None = None,
+    threads: int = 32,
+    retry_seconds: float = io.RETRY_SECONDS,
+    details: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[FileInfo | Unreadable]:
+    """Each file's ``FileInfo``, or ``Unreadable`` with the reason, in the order
+    given; the footer reads of ``scan`` (see it for the arguments and errors)."""
     options = dict(storage_options or {})
     resolve = _Resolver(options)
     results: list[FileInfo | Unreadable | None] = [None] * len(files)
     schemas: dict[pa.Schema, pa.Schema] = {}  # one object per distinct schema
 
     def one(url: str) -> FileInfo | Unreadable:
+        known = details.get(url) if details else None
         try:
-            info = io.retrying(lambda: _read_footer(url, resolve), retry_seconds)
+            info = io.retrying(lambda: _read_footer(url, resolve, known), retry_seconds)
         except Exception as exc:
             if io.is_transient(exc):
                 raise _Outage(url, exc) from exc
@@ -268,32 +295,47 @@ def scan(
         return _replace_schema(info, schemas.setdefault(info.schema, info.schema))
 
     workers = max(1, min(threads, len(files)))
-    with ThreadPoolExecutor(workers, thread_name_prefix="voxray-scan") as pool:
-        todo = iter(enumerate(files))
-        running: dict[Future, int] = {}
-        try:
-            while True:
-                for i, url in itertools.islice(todo, workers * QUEUED_PER_THREAD - len(running)):
-                    running[pool.submit(one, url)] = i
-                if not running:
-                    break
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    results[running.pop(future)] = future.result()
-        except _Outage as outage:
-            for future in running:
-                future.cancel()
-            raise io.explain(outage.cause, outage.url, "input", options) from None
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="voxray-scan")
+    todo = iter(enumerate(files))
+    running: dict[Future, int] = {}
+    try:
+        while True:
+            for i, url in itertools.islice(todo, workers * QUEUED_PER_THREAD - len(running)):
+                running[pool.submit(one, url)] = i
+            if not running:
+                break
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                results[running.pop(future)] = future.result()
+    except _Outage as outage:
+        # Reads in flight may go on retrying; the run does not wait for them.
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise io.explain(outage.cause, outage.url, "input", options) from None
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return results  # every slot is filled
 
-    readable = [r for r in results if isinstance(r, FileInfo)]
-    unreadable = [r for r in results if isinstance(r, Unreadable)]
+
+def summarize(footers: Iterable[FileInfo | Unreadable], seconds: float = 0.0) -> Scan:
+    """The ``Scan`` of footers read by ``read_footers`` (from one call or many)."""
+    schemas: dict[pa.Schema, pa.Schema] = {}
+    readable, unreadable = [], []
+    for footer in footers:
+        if isinstance(footer, Unreadable):
+            unreadable.append(footer)
+        else:
+            readable.append(
+                _replace_schema(footer, schemas.setdefault(footer.schema, footer.schema))
+            )
     problems, schema = check(readable)
     return Scan(
         files=readable,
         unreadable=unreadable,
         schema_problems=problems,
         schema=schema,
-        seconds=time.monotonic() - started,
+        seconds=seconds,
         _bad=frozenset(p.file for p in problems),
     )
 
@@ -456,24 +498,25 @@ def read_row_group(
         retry_seconds: how long the read retries a transient storage error.
 
     Raises:
-        InputReadError: the file or row group cannot be read (names both).
-        io.StorageError: the storage failed past ``retry_seconds``.
-        InputTypeError: a column the contract does not accept.
+        InputReadError: the file or row group cannot be read, or holds a column
+            the contract does not accept (names both, and the reason).
+        Exception: the storage's own error when it is transient (an outage,
+            throttling) and outlasted ``retry_seconds``, noting the file;
+            ``io.is_transient`` tells it from a bad file.
     """
-    schema = _wanted(columns)
-    fs, path = io.filesystem(url, storage_options)
+    names = columns.names if isinstance(columns, pa.Schema) else list(columns)
 
     def read() -> pa.Table:
+        fs, path = io.filesystem(url, storage_options)
         with fs.open(path, "rb", cache_type="none") as f:
             parquet = pq.ParquetFile(f)
-            present = [c for c in schema.names if c in parquet.schema_arrow.names]
+            present = [c for c in names if c in parquet.schema_arrow.names]
             return parquet.read_row_group(row_group, columns=present)
 
     try:
-        table = io.retrying(read, retry_seconds)
+        return _shape(io.retrying(read, retry_seconds), columns)
     except Exception as exc:
-        raise _read_error(exc, url, row_group, storage_options) from None
-    return normalize(table, schema)
+        raise _read_error(exc, url, row_group) from None
 
 
 def iter_batches(
@@ -490,29 +533,30 @@ def iter_batches(
     Opening the file is retried on a transient storage error; a failure after
     the first batch raises ``InputReadError`` (batches already yielded stand).
     """
-    schema = _wanted(columns)
-    fs, path = io.filesystem(url, storage_options)
+    names = columns.names if isinstance(columns, pa.Schema) else list(columns)
     try:
+        fs, path = io.filesystem(url, storage_options)
         f = io.retrying(lambda: fs.open(path, "rb", cache_type="none"), retry_seconds)
     except Exception as exc:
-        raise _read_error(exc, url, row_group, storage_options) from None
+        raise _read_error(exc, url, row_group) from None
     with f:
         try:
             parquet = pq.ParquetFile(f)
-            present = [c for c in schema.names if c in parquet.schema_arrow.names]
+            present = [c for c in names if c in parquet.schema_arrow.names]
             batches = parquet.iter_batches(
                 batch_size=batch_rows, row_groups=[row_group], columns=present
             )
         except Exception as exc:
-            raise _read_error(exc, url, row_group, storage_options) from None
+            raise _read_error(exc, url, row_group) from None
         while True:
             try:
                 batch = next(batches, None)
+                table = None if batch is None else _shape(pa.Table.from_batches([batch]), columns)
             except Exception as exc:
-                raise _read_error(exc, url, row_group, storage_options) from None
-            if batch is None:
+                raise _read_error(exc, url, row_group) from None
+            if table is None:
                 return
-            yield normalize(pa.Table.from_batches([batch]), schema)
+            yield table
 
 
 def reason(exc: BaseException) -> str:
@@ -627,12 +671,25 @@ def _slices(array: pa.Array, max_bytes: int) -> list[pa.Array]:
     return _slices(array.slice(0, half), max_bytes) + _slices(array.slice(half), max_bytes)
 
 
-def _wanted(columns: Sequence[str] | pa.Schema) -> pa.Schema:
+def _shape(table: pa.Table, columns: Sequence[str] | pa.Schema) -> pa.Table:
+    """``table`` normalized to ``columns``: a schema (see ``normalize``), or names
+    (in that order, each in its normalized type; an absent one as nulls)."""
     if isinstance(columns, pa.Schema):
-        return columns
-    return pa.schema(
-        [CANONICAL.field(c) if c in CANONICAL.names else pa.field(c, pa.null()) for c in columns]
-    )
+        return normalize(table, columns)
+    out = normalize(table)
+    if out.column_names == list(columns):
+        return out
+    fields = [
+        out.schema.field(c)
+        if c in out.column_names
+        else (CANONICAL.field(c) if c in CANONICAL.names else pa.field(c, pa.null()))
+        for c in columns
+    ]
+    arrays = [
+        out.column(f.name) if f.name in out.column_names else pa.nulls(out.num_rows, f.type)
+        for f in fields
+    ]
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
 # --- footers -----------------------------------------------------------------
@@ -666,19 +723,24 @@ class _Resolver:
         return fs, fs._strip_protocol(url)
 
 
-def _read_footer(url: str, resolve: _Resolver) -> FileInfo:
+def _read_footer(url: str, resolve: _Resolver, known: Mapping[str, Any] | None) -> FileInfo:
     fs, path = resolve(url)
+    size = int(known["size"]) if known and known.get("size") is not None else None
     # No read-ahead cache: the footer read is one ranged GET of the file's tail.
-    with fs.open(path, "rb", cache_type="none") as f:
-        details = getattr(f, "details", None)  # s3fs: the HEAD it made to open
+    # Known details spare s3fs the HEAD it would make to learn the size.
+    with fs.open(path, "rb", cache_type="none", size=size) as f:
+        if size is not None:
+            f.details = dict(known)  # s3fs HEADs on first read for what it lacks
         parquet = pq.ParquetFile(f)
         metadata = parquet.metadata
         schema = parquet.schema_arrow.remove_metadata()
         row_groups = tuple(metadata.row_group(i).num_rows for i in range(metadata.num_row_groups))
         num_rows = metadata.num_rows
-    if not isinstance(details, dict) or "size" not in details:
-        details = fs.info(path)
-    return FileInfo(url, int(details["size"]), _version(details), num_rows, row_groups, schema)
+        if size is None:
+            known = getattr(f, "details", None)  # s3fs: the HEAD it made to open
+    if not isinstance(known, Mapping) or known.get("size") is None:
+        known = fs.info(path)
+    return FileInfo(url, int(known["size"]), _version(known), num_rows, row_groups, schema)
 
 
 def _version(details: Mapping[str, Any]) -> str | None:
@@ -698,9 +760,11 @@ def _replace_schema(info: FileInfo, schema: pa.Schema) -> FileInfo:
     return FileInfo(info.url, info.size, info.version, info.num_rows, info.row_groups, schema)
 
 
-def _read_error(
-    exc: BaseException, url: str, row_group: int, options: Mapping[str, Any] | None
-) -> Exception:
+def _read_error(exc: Exception, url: str, row_group: int) -> Exception:
+    """An ``InputReadError`` naming the file and row group; a transient storage
+    error stays itself (noting the file), so that a caller can still tell it
+    with ``io.is_transient`` and ride the outage out."""
     if io.is_transient(exc):
-        return io.explain(exc, url, "input", options)
+        exc.add_note(f"while reading input {url} (row group {row_group})")
+        return exc
     return InputReadError(url, row_group, reason(exc))
