@@ -35,6 +35,7 @@ import os
 import statistics
 import sys
 import time
+from io import BytesIO
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -456,6 +457,300 @@ def bench_decode(args: argparse.Namespace) -> dict:
     return result
 
 
+# --- catalog scale ----------------------------------------------------------------------
+
+SCALE_VIEW = b"\x89PNG-not-decoded"  # committed rows are never read: any bytes do
+SCALE_FRESH = 2000  # fresh rows with real views, decoded with and without the output
+SCALE_GROUP_ROWS = 1024  # input rows per row group (one fragment each)
+SCALE_FILE_GROUPS = 64  # row groups per input file
+
+
+def scale_catalog(root: str, committed: int, options: dict) -> list[str]:
+    """An input of ``committed`` rows with placeholder views (never decoded),
+    then SCALE_FRESH rows of real procedural objects, in separate files."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import shapes
+    from pipeline import io
+
+    fs, base = io.filesystem(root, options)
+    fs.makedirs(base, exist_ok=True)
+    per_file = SCALE_GROUP_ROWS * SCALE_FILE_GROUPS
+    views = pa.array([[SCALE_VIEW]] * per_file, pa.list_(pa.binary()))
+    categories = pa.array(np.array(["chair", "table", "car", "lamp"])[np.arange(per_file) % 4])
+    for f, start in enumerate(range(0, committed, per_file)):
+        n = min(per_file, committed - start)
+        ids = pa.array([f"obj-{i:09d}" for i in range(start, start + n)])
+        table = pa.table({"object_id": ids, "views": views[:n], "category": categories[:n]})
+        with fs.open(f"{base}/part-{f:06d}.parquet", "wb") as out:
+            pq.write_table(table, out, row_group_size=SCALE_GROUP_ROWS)
+    real = [shapes.generate_object(SEED, i, views=5) for i in range(50)]
+    rows = [
+        {"object_id": f"fresh-{i:06d}", "views": real[i % 50]["views"], "category": "sofa"}
+        for i in range(SCALE_FRESH)
+    ]
+    with fs.open(f"{base}/zz-fresh.parquet", "wb") as out:
+        pq.write_table(pa.Table.from_pylist(rows), out, row_group_size=SCALE_GROUP_ROWS)
+    return io.find_files(root, ".parquet", options)
+
+
+def scale_output(output: str, files: list, committed: int, options: dict) -> dict:
+    """Manifests committing the first ``committed`` input rows in shards of
+    1024 rows, as the sink writes them, folded into the index. Only the shards
+    the benchmark reads are written (planning never opens a shard)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline import index, io, plan, shards
+    from pipeline.index import COUNTS_KEY, counts_metadata
+    from pipeline.layout import MANIFEST_SCHEMA
+
+    z, y, x = np.mgrid[:32, :32, :32]
+    rng = np.random.default_rng(0)
+    grids = []
+    for _ in range(1024):  # soft ellipsoids: a model's grid compresses about as well
+        c, r = rng.uniform(10, 22, 3), rng.uniform(4, 12, 3)
+        d = np.sqrt(((x - c[0]) / r[0]) ** 2 + ((y - c[1]) / r[1]) ** 2 + ((z - c[2]) / r[2]) ** 2)
+        grids.append(np.clip(255 * (1.5 - d), 0, 255))
+    ids = [f"obj-{i:09d}" for i in range(1024)]
+    data, offsets, lengths = shards.encode(ids, np.stack(grids).astype(np.uint8))
+    keys = [
+        plan.fragment_key(f.url, f.size, f.version or "", g)
+        for f in files
+        for g in range(len(f.row_groups))
+    ]
+    n_shards = -(-committed // 1024)
+    read = set(np.random.default_rng(1).choice(n_shards, min(21, n_shards), replace=False))
+    started = time.perf_counter()
+    for s in range(n_shards):
+        n = min(1024, committed - s * 1024)
+        first = s * 1024
+        name = f"part-{s:032x}"
+        if s in read:
+            io.write_bytes(io.join(output, "shards", f"{name}.npz"), data, options)
+        table = pa.table(
+            {
+                "object_id": [f"obj-{i:09d}" for i in range(first, first + n)],
+                "status": ["ok"] * n,
+                "error": pa.nulls(n, pa.string()),
+                "shard": [f"shards/{name}.npz"] * n,
+                "index": pa.array(np.arange(n), pa.int32()),
+                "n_views": pa.array(np.ones(n), pa.int32()),
+                "n_views_given": pa.array(np.ones(n), pa.int32()),
+                "occupied_voxels": pa.array(np.full(n, 900), pa.int32()),
+                "threshold": [0.4] * n,
+                "model": ["synthetic-000000000000"] * n,
+                "iou": pa.array(np.linspace(0.3, 0.9, n), pa.float32()),
+                "row_key": [f"{keys[first // 1024]}:{i}" for i in range(n)],
+                "grid_offset": pa.array(offsets[:n], pa.int64()),
+                "grid_bytes": pa.array(lengths[:n], pa.int32()),
+                "category": np.array(["chair", "table", "car", "lamp"])[
+                    np.arange(first, first + n) % 4
+                ],
+            }
+        ).cast(pa.unify_schemas([MANIFEST_SCHEMA, pa.schema([("category", pa.string())])]))
+        table = table.replace_schema_metadata(
+            {
+                plan.COVERAGE_KEY: plan.encode_coverage({keys[first // 1024]: [[0, n]]}),
+                COUNTS_KEY: counts_metadata(table),
+            }
+        )
+        buffer = BytesIO()
+        pq.write_table(table, buffer, compression="zstd")
+        io.write_bytes(io.join(output, "manifests", f"{name}.parquet"), buffer.getvalue(), options)
+    made = time.perf_counter() - started
+    started = time.perf_counter()
+    index.fold(output, options)
+    return {
+        "write_s": round(made, 1),
+        "fold_s": round(time.perf_counter() - started, 1),
+        "shards_read": sorted(int(s) for s in read),
+    }
+
+
+def _plan_in_fresh_process(input_url: str, output: str, options: dict) -> dict:
+    """Pre-flight and read planning as the job's driver does it, in a process of
+    its own: seconds and the process's peak RSS."""
+    import subprocess
+
+    code = f"""
+import json, sys, time
+sys.path.insert(0, {str(REPO)!r})
+from pipeline import job
+t = time.perf_counter()
+found = job.preflight(job.JobConfig(input={input_url!r}, output={output!r},
+                                    storage_options={options!r}))
+s = time.perf_counter() - t
+# VmHWM: this process's own peak (ru_maxrss would carry the forking parent's over exec)
+peak = [int(x.split()[1]) for x in open("/proc/self/status") if x.startswith("VmHWM")][0] / 1024
+print(json.dumps({{"plan_s": s, "rows_todo": found.read_plan.rows_todo,
+    "fragments": len(found.read_plan.fragments),
+    "peak_rss_mib": peak}}))
+"""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _decode_once(input_url: str, output: str, options: dict) -> float:
+    """Rows/s of one pass of planning, reading and decoding what a run has left
+    to do, as the job's driver, read and decode tasks do it (no Ray)."""
+    from pipeline import job, plan
+    from pipeline.decode import DecodeConfig, decode_batch
+
+    config = job.JobConfig(input=input_url, output=output, storage_options=options)
+    t = time.perf_counter()
+    found = job.preflight(config)
+    rows = 0
+    for fragment in found.read_plan.fragments:
+        for block in plan.read_fragment(fragment, found.scan.schema, 256, options):
+            rows += decode_batch(block, DecodeConfig(image_size=64)).num_rows
+    return rows / (time.perf_counter() - t)
+
+
+def bench_scale(args: argparse.Namespace) -> dict:
+    """Catalog-scale costs with ``--committed`` rows already in the output (see
+    docs/benchmarks.md): planning, decode with the output present, whole-output
+    status and per-category aggregate, one grid cold, 20 grids from 20 shards."""
+    import tempfile
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pyarrow.compute as pc
+
+    from pipeline import index, inputs, io, shards
+
+    moto = None
+    if args.s3:
+        moto, options, root = _start_moto()
+    else:
+        options, root = {}, tempfile.mkdtemp(prefix="voxray-scale-")
+    try:
+        n = args.committed
+        input_url, output = io.join(root, "catalog"), io.join(root, "output")
+        urls = scale_catalog(input_url, n, options)
+        files = inputs.scan(urls, io.storage_options(input_url, options)).files
+        made = scale_output(output, files, n, io.storage_options(output, options))
+        planned = _plan_in_fresh_process(input_url, output, options)
+        fresh_input = io.join(root, "fresh")
+        io.write_bytes(
+            io.join(fresh_input, "zz-fresh.parquet"),
+            io.read_bytes(
+                io.join(input_url, "zz-fresh.parquet"), io.storage_options(input_url, options)
+            ),
+            io.storage_options(fresh_input, options),
+        )
+        rates: dict[str, list[float]] = {"present": [], "fresh": []}
+        for _ in range(5):  # interleaved, medians: the machine's noise hits both alike
+            rates["present"].append(_decode_once(input_url, output, options))
+            rates["fresh"].append(_decode_once(fresh_input, io.join(root, "empty"), options))
+        present, empty = (statistics.median(rates[k]) for k in ("present", "fresh"))
+
+        out_options = io.storage_options(output, options)
+        t = time.perf_counter()
+        counts = index.state(output, out_options).counts()
+        status_s = time.perf_counter() - t
+        t = time.perf_counter()
+        table = index.read_table(
+            index.state(output, out_options), ["category", "status", "iou"], out_options
+        )
+        by_category = table.group_by("category").aggregate([("iou", "mean"), ("status", "count")])
+        category_s = time.perf_counter() - t
+        t = time.perf_counter()
+        wanted = f"obj-{n // 2:09d}"
+        row = index.read_table(
+            index.state(output, out_options),
+            None,
+            out_options,
+            filters=pc.field("object_id") == wanted,
+        ).to_pylist()[0]
+        lookup_s = time.perf_counter() - t
+
+        read = made["shards_read"]
+        current = index.state(output, out_options)
+        columns = ["shard", "grid_offset", "grid_bytes"]
+        rows = []
+        for s in read:  # a row of each written shard (its grid records are the template's)
+            one = pc.field("object_id") == f"obj-{min(s * 1024 + 17, n - 1):09d}"
+            found = index.read_table(current, columns, out_options, filters=one)
+            rows.append(found.to_pylist()[0])
+        first, rest = rows[0], rows[1:21]
+        t = time.perf_counter()
+        shards.read_grid(
+            io.join(output, first["shard"]), first["grid_offset"], first["grid_bytes"], out_options
+        )
+        cold_ms = (time.perf_counter() - t) * 1000
+        t = time.perf_counter()
+
+        def grid(r: dict):
+            url = io.join(output, r["shard"])
+            return shards.read_grid(url, r["grid_offset"], r["grid_bytes"], out_options)
+
+        with ThreadPoolExecutor(20) as pool:
+            list(pool.map(grid, rest))
+        grids20_s = time.perf_counter() - t
+        return {
+            "committed": n,
+            "storage": "s3 (moto)" if args.s3 else "local",
+            "plan_s": round(planned["plan_s"], 3),
+            "driver_peak_rss_mib": round(planned["peak_rss_mib"], 1),
+            "rows_todo": planned["rows_todo"],
+            "decode_rows_per_s": {"output_present": round(present, 1), "fresh": round(empty, 1)},
+            "decode_ratio": round(present / empty, 3),
+            "status_count_s": round(status_s, 3),
+            "status": counts,
+            "category_aggregate_s": round(category_s, 3),
+            "categories": by_category.num_rows,
+            "lookup_by_id_s": round(lookup_s, 3),
+            "lookup_found": row["object_id"] == wanted,
+            "grid_cold_ms": round(cold_ms, 2),
+            "grid_cold_bytes": int(first["grid_bytes"]),
+            "grids20_s": round(grids20_s, 3),
+            "synthesis": made,
+            "index_parts": len(index.state(output, out_options).parts),
+        }
+    finally:
+        if moto is not None:
+            moto.terminate()
+            moto.wait(10)
+
+
+def _start_moto():
+    """A moto S3 server on a free loopback port, and a bucket in it."""
+    import socket
+    import subprocess
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    moto = os.path.join(os.path.dirname(sys.executable), "moto_server")
+    server = subprocess.Popen(
+        [moto, "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    os.environ.update(
+        AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", AWS_ACCESS_KEY_ID="scale",
+        AWS_SECRET_ACCESS_KEY="scale", AWS_DEFAULT_REGION="us-east-1",
+    )  # fmt: skip
+    import fsspec
+
+    from pipeline import io
+
+    for _ in range(100):
+        try:
+            fs = fsspec.filesystem("s3", **io.storage_options("s3://x"))
+            fs.mkdir("voxray-scale")
+            break
+        except Exception:
+            time.sleep(0.2)
+    return server, {}, "s3://voxray-scale"
+
+
 def main(argv: list[str] | None = None) -> int:
     from model.defaults import BATCH_SIZE
     from pipeline.job import JobConfig
@@ -503,6 +798,10 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--views", type=int, default=5, help="views per object")
         else:
             p.add_argument("--scale", type=int, default=5, help="big run = N objects x scale")
+    c = sub.add_parser("scale", help="resume, index and grid access with N rows committed")
+    c.add_argument("--committed", type=int, default=100_000, help="rows already committed")
+    c.add_argument("--s3", action="store_true", help="on a moto S3 server on loopback")
+    c.add_argument("--json", action="store_true", help="last line printed is JSON")
     d = sub.add_parser("decode", help="views decoded per second on one core")
     d.add_argument("--catalog", default="", help="a local Parquet folder; default: procedural")
     d.add_argument("--objects", type=int, default=200)
@@ -513,6 +812,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.what == "decode":
         result = bench_decode(args)
+    elif args.what == "scale":
+        result = bench_scale(args)
     elif args.what in ("model", "train"):
         if args.runs < 5:
             parser.error("--runs must be at least 5 for a meaningful median")

@@ -87,6 +87,11 @@ FLAGS: dict[str, tuple[dict, str]] = {
         "read around input files that cannot be read or whose columns do not fit the input "
         "contract (each is named in the summary) instead of stopping with exit 3",
     ),
+    "--verbose": (
+        {"action": "store_true"},
+        "show TensorFlow's, CUDA's and Ray Data's start-up logs and progress bars "
+        "(hidden by default; your own TF_CPP_MIN_LOG_LEVEL is always kept)",
+    ),
     "--precision": (
         {"choices": ("auto", "fp32", "bf16")},
         "model arithmetic; auto: bf16 where the device computes it natively "
@@ -158,7 +163,7 @@ def make_demo_dataset(path: Path) -> None:
 def run_demo(config: JobConfig) -> int:
     """The demo's run. Its output folder is its own: grids of other weights (an older
     voxray's) are cleared rather than refused, so the README's command keeps working."""
-    cluster.connect()
+    cluster.connect(verbose=config.verbose)
     make_demo_dataset(DEMO_INPUT)
     try:
         code = job.run(config)

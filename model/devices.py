@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
+
+QUIET = "VOXRAY_QUIET_TF"  # "1": TensorFlow's start-up lines are not printed
 
 
 def restrict_gpus(gpu_ids: Sequence[str | int]) -> None:
@@ -19,14 +22,34 @@ def restrict_gpus(gpu_ids: Sequence[str | int]) -> None:
     os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in gpu_ids)
 
 
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Send what native code writes to stderr to /dev/null while TensorFlow
+    loads and finds its devices, when the environment asks for quiet
+    (``VOXRAY_QUIET_TF=1``: the job's workers unless --verbose)."""
+    if os.environ.get(QUIET) != "1":
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def configure(cpu_threads: int | None = None) -> list[str]:
     """Import TensorFlow with memory growth on every visible GPU and, on a
     machine without GPUs, at most ``cpu_threads`` threads per op (None: TF's
     default). Returns the visible GPUs' names. Safe to call again: once
     TensorFlow has initialised, what it decided then stays."""
-    import tensorflow as tf
+    with _quiet_stderr():
+        import tensorflow as tf
 
-    gpus = tf.config.list_physical_devices("GPU")
+        gpus = tf.config.list_physical_devices("GPU")
     for gpu in gpus:
         with contextlib.suppress(RuntimeError):
             tf.config.experimental.set_memory_growth(gpu, True)

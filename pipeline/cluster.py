@@ -34,14 +34,23 @@ WORKER_ENV = {
 }
 
 
+# Hides TensorFlow's and CUDA's start-up lines in every worker (a dozen per
+# model actor on a CPU machine: "failed call to cuInit", oneDNN notes, ...):
+# TF's own level for what it logs later, and model.devices.QUIET for what it
+# prints while it loads. Not set when the user set TF_CPP_MIN_LOG_LEVEL.
+QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "VOXRAY_QUIET_TF": "1"}
+
+
 class SetupError(RuntimeError):
     """A problem found before any row was processed, explained for a person."""
 
 
-def connect() -> None:
+def connect(verbose: bool = False) -> None:
     """Join the cluster the job was submitted to (``ray job submit`` sets
     RAY_ADDRESS for the job) or RAY_ADDRESS; else start a local Ray whose
-    workers can import this checkout.
+    workers can import this checkout. Unless ``verbose``, TensorFlow's and
+    CUDA's start-up logs (the workers') and Ray Data's progress bars and
+    execution logs (the driver's) are hidden; the job prints its own progress.
 
     Raises:
         SetupError: the cluster cannot be reached or refuses this client.
@@ -53,7 +62,8 @@ def connect() -> None:
     address = os.environ.get("RAY_ADDRESS")
     # Only variables the environment leaves unset: Ray refuses to merge a
     # runtime_env that sets a variable the job's runtime_env sets too.
-    env_vars = {k: v for k, v in WORKER_ENV.items() if k not in os.environ}
+    quiet = {} if verbose or "TF_CPP_MIN_LOG_LEVEL" in os.environ else QUIET_ENV
+    env_vars = {k: v for k, v in {**WORKER_ENV, **quiet}.items() if k not in os.environ}
     footers = "RAY_DATA_PARQUET_FOOTER_NUM_ACTORS"
     os.environ.setdefault(footers, WORKER_ENV[footers])  # read by Ray Data in the driver too
     try:
@@ -74,6 +84,15 @@ def connect() -> None:
             f"cannot connect to Ray at {address or 'a new local instance'}: "
             f"{type(exc).__name__}: {text[:300]}"
         ) from None
+    if not verbose:
+        import logging
+
+        import ray.data
+
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False
+        context.print_on_execution_start = False
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,9 @@ voxel 1/32 wide; voxel ``i`` covers ``[-0.5 + i/32, -0.5 + (i+1)/32]``, so a
 binvox file's header says ``translate -0.5 -0.5 -0.5``, ``scale 1``.
 
 File names come from object ids through :func:`file_name` (only safe
-characters plus a digest of the id), and the id is never written into a file:
-this module must never write outside the folder it is given.
+characters plus a digest of the id); no id is written into a mesh or voxel
+file (``index.json`` maps files to rows, ids JSON-escaped). This module must
+never write outside the folder it is given.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ def smooth_mesh(grid: np.ndarray, threshold: float = voxels.THRESHOLD) -> trimes
     The level lies halfway between the highest unoccupied and the lowest
     occupied stored value, so the surface separates exactly the voxels that
     ``model.voxels.occupied`` counts and never passes through a sample (no
-    degenerate triangles). Vertices lie between voxel centres, in the unit cube.
+    degenerate triangles). Vertices lie between voxel centres, in the unit cube
+    (where a surface would cross the grid's face, on that face).
 
     Raises:
         ValueError: no voxel is occupied at ``threshold``.
@@ -63,8 +65,10 @@ def smooth_mesh(grid: np.ndarray, threshold: float = voxels.THRESHOLD) -> trimes
         raise ValueError(f"no voxel is occupied at threshold {threshold}")
     padded = np.pad(np.asarray(grid, np.float32), 1)
     vertices, faces, _, _ = measure.marching_cubes(padded, level, allow_degenerate=False)
-    # padded index j is voxel j - 1, whose centre is at (j - 1 + 0.5) / 32 - 0.5
-    mesh = trimesh.Trimesh((vertices - 0.5) / voxels.SIDE - 0.5, faces, process=False)
+    # padded index j is voxel j - 1, whose centre is at (j - 1 + 0.5) / 32 - 0.5; a
+    # surface crossing into the padding is held at the grid's face, where its voxels end
+    vertices = np.clip((vertices - 0.5) / voxels.SIDE - 0.5, -0.5, 0.5)
+    mesh = trimesh.Trimesh(vertices, faces, process=False)
     if mesh.volume < 0:
         mesh.invert()
     return mesh

@@ -17,9 +17,12 @@ remove a manifest.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import posixpath
+import sys
+import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -34,8 +37,14 @@ from pipeline.layout import FAILED, INDEX, MANIFEST_SCHEMA, MANIFESTS, OK
 
 MANIFESTS_KEY = b"voxray.manifests"  # an index part's metadata: the manifests it covers
 COUNTS_KEY = b"voxray.counts"  # a manifest's or part's metadata: rows by status, models
-PART_ROWS = 1 << 20  # parts grow to about this many rows (~100-200 MB of Parquet)
+# Parts grow to this many rows: one is sorted in memory when written (~100 MB
+# of Arrow for 2^19 manifest rows), and 10^8 rows make ~200 parts.
+PART_ROWS = 1 << 19
+# Row groups of a part: sorted by object_id, a lookup by id reads about one
+# row group per part (its statistics rule out the others).
+ROW_GROUP_ROWS = 1 << 14
 MAX_SMALL_PARTS = 4  # more parts under PART_ROWS / 4 than this are merged
+FOLD_SECONDS = 60.0  # how often a running job folds what it committed
 THREADS = 16
 
 
@@ -164,52 +173,97 @@ def read_table(
 
 
 def fold(output: str, options: Mapping[str, Any] | None = None) -> State:
-    """Fold the pending manifests into a new part, then merge small parts."""
+    """Fold the pending manifests into new parts, then merge small parts; parts
+    hold at most ``PART_ROWS`` rows, sorted by ``object_id``."""
     current = state(output, options)
-    stale = current.stale
-    if current.pending:
-        part = _write_part(output, current.pending, options)
-        current = State(output, [*current.parts, part], [])
-    for p in stale:
+    parts = list(current.parts)
+    for group in _groups(current.pending):
+        parts.append(_write_part(output, group, options))
+    for p in current.stale:
         io.remove(p.url, options)
-    small = [p for p in current.parts if p.rows < PART_ROWS // 4]
+    small = [p for p in parts if p.rows < PART_ROWS // 4]
     if len(small) > MAX_SMALL_PARTS:
-        merged = _write_part(output, small, options)
-        for p in small:
-            io.remove(p.url, options)
-        current = State(output, [p for p in current.parts if p not in small] + [merged], [])
-    return current
+        for group in _groups(small):
+            if len(group) > 1:
+                merged = _write_part(output, group, options)
+                for p in group:
+                    io.remove(p.url, options)
+                parts = [p for p in parts if p not in group] + [merged]
+    return State(output, parts, [])
+
+
+@contextlib.contextmanager
+def folding(output: str, options: Mapping[str, Any] | None = None, every: float = FOLD_SECONDS):
+    """Fold the output's new manifests every ``every`` seconds while the block
+    runs (the job's writes), in one background thread; a failed fold is
+    reported and tried again next time (the manifests are the record)."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(every):
+            try:
+                fold(output, options)
+            except Exception as exc:
+                print(f"warning: folding the output index failed: {exc!r}"[:300], file=sys.stderr)
+
+    thread = threading.Thread(target=loop, name="voxray-index", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _groups(files: list[FileInfo]) -> list[list[FileInfo]]:
+    """``files`` in consecutive groups of at most ``PART_ROWS`` rows (a file
+    bigger than that is a group of its own)."""
+    out: list[list[FileInfo]] = []
+    rows = PART_ROWS
+    for f in files:
+        if rows + f.rows > PART_ROWS:
+            out.append([])
+            rows = 0
+        out[-1].append(f)
+        rows += f.rows
+    return out
 
 
 def _write_part(output: str, sources: list[FileInfo], options) -> FileInfo:
-    """One part holding the rows of ``sources`` (manifests or parts), streamed
-    file by file; written whole, then it exists."""
+    """One part holding the rows of ``sources`` (manifests or parts), sorted by
+    ``object_id`` so that a lookup by id reads few row groups; written whole,
+    then it exists."""
     names = sorted({n for s in sources for n in (s.manifests or [_name(s.url)])})
-    schemas = _map(lambda s: _schema(s.url, options), sources)
-    schema = pa.unify_schemas([MANIFEST_SCHEMA, *schemas], promote_options="permissive")
-    coverage = plan.merge_coverage(s.coverage for s in sources)
+    tables = _map(lambda s: _read(s.url, options), sources)
+    schema = pa.unify_schemas(
+        [MANIFEST_SCHEMA, *(t.schema for t in tables)], promote_options="permissive"
+    )
+    table = pa.concat_tables([_conform(t, schema) for t in tables])
+    del tables
+    table = table.sort_by([("object_id", "ascending")])
     counts = {OK: 0, FAILED: 0, "models": set()}
     for s in sources:
         counts[OK] += (s.counts or {}).get(OK, 0)
         counts[FAILED] += (s.counts or {}).get(FAILED, 0)
         counts["models"].update((s.counts or {}).get("models", []))
     counts["models"] = sorted(counts["models"])
+    coverage = plan.merge_coverage(s.coverage for s in sources)
     metadata = {
         MANIFESTS_KEY: json.dumps(names).encode(),
         plan.COVERAGE_KEY: plan.encode_coverage(coverage),
         COUNTS_KEY: json.dumps(counts).encode(),
     }
     buffer = BytesIO()
-    rows = 0
-    with pq.ParquetWriter(buffer, schema.with_metadata(metadata), compression="zstd") as writer:
-        for s in sources:
-            table = _conform(_read(s.url, options), schema)
-            rows += table.num_rows
-            writer.write_table(table)
+    pq.write_table(
+        table.replace_schema_metadata(metadata),
+        buffer,
+        compression="zstd",
+        row_group_size=ROW_GROUP_ROWS,
+    )
     digest = hashlib.sha256("\n".join(names).encode()).hexdigest()[:32]
     url = io.join(output, INDEX, f"part-{digest}.parquet")
     io.write_bytes(url, buffer.getvalue(), options)
-    return FileInfo(url, rows, coverage, counts, names)
+    return FileInfo(url, table.num_rows, coverage, counts, names)
 
 
 def _schema(url: str, options) -> pa.Schema:

@@ -18,6 +18,7 @@ import pyarrow as pa
 from model import devices
 from model.defaults import BATCH_SIZE
 from model.voxels import GRID, THRESHOLD, iou, occupied, quantize, unpack_voxels
+from pipeline import progress
 from pipeline.decode import pixels_to_views
 from pipeline.layout import FAILED, OK
 
@@ -35,6 +36,7 @@ class InferConfig:
         cpus: CPUs reserved per actor; bounds TensorFlow's CPU threads.
         precision: passed to the Reconstructor ("auto", "fp32" or "bf16").
         storage_options: fsspec options for a remote model URL.
+        stats: the job's progress actor; told the precision the model runs at.
     """
 
     model: str
@@ -45,6 +47,7 @@ class InferConfig:
     cpus: float = 1.0
     precision: str = "auto"
     storage_options: dict[str, Any] = field(default_factory=dict)
+    stats: Any = None  # the job's progress actor (pipeline.progress), if any
 
 
 def configure_devices(gpus: float, cpus: float) -> None:
@@ -105,6 +108,7 @@ class Reconstruct:
                 f"{config.image_size}"
             )
         self.model_id = str(self.reconstructor.model_id)
+        progress.tell(config.stats, "precision", self.reconstructor.precision)
         # The first call traces the graph; pay for it here, not on the first batch.
         self.reconstructor.warm_up()
 

@@ -17,10 +17,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from model.defaults import BATCH_SIZE
+from model.defaults import BATCH_SIZE, DEFAULT_WEIGHTS
 from model.images import MAX_PIXELS
 from model.voxels import THRESHOLD
-from pipeline import cluster, index, inputs, io, plan, resume, summary
+from pipeline import cluster, index, inputs, io, plan, progress, resume, summary
 from pipeline.decode import MAX_ROW_BYTES, DecodeConfig
 from pipeline.layout import SUCCESS
 from pipeline.lease import Lease, LeaseHeld
@@ -68,6 +68,7 @@ class JobConfig:
         precision: "auto", "fp32" or "bf16".
         skip_bad_files: read around input files that cannot be read or whose
             columns do not fit (each is named in the summary) instead of stopping.
+        verbose: let TensorFlow, CUDA and Ray Data print their start-up logs.
     """
 
     input: str
@@ -89,6 +90,7 @@ class JobConfig:
     io_retry_seconds: float = io.RETRY_SECONDS
     precision: str = "auto"
     skip_bad_files: bool = False
+    verbose: bool = False
 
     def problems(self) -> list[str]:
         """What is wrong with these arguments, phrased with the job's flags."""
@@ -220,6 +222,7 @@ def build_dataset(
     found: Preflight,
     image_size: int,
     pool: cluster.ActorPool,
+    stats: Any = None,
 ):
     """The job's Ray Data chain, up to (not including) the sink."""
     import ray.data
@@ -243,6 +246,7 @@ def build_dataset(
         cpus=pool.cpus,
         precision=config.precision,
         storage_options=config.options(config.model),
+        stats=stats,
     )
     # The reader yields blocks of rows_per_block rows with their row keys, and
     # only the rows the output lacks: committed fragments are not in the plan.
@@ -311,18 +315,19 @@ def run(config: JobConfig) -> int:
 
 
 def _run(config: JobConfig, found: Preflight, started: float) -> int:
-
     from pipeline.sink import ShardSink
 
     out_options = config.options(config.output)
     committed, read_plan = found.committed, found.read_plan
     if committed.rows:
         print(
-            f"resume: {committed.rows} rows already committed under {config.output}; "
-            f"{read_plan.rows_committed} of this run's {read_plan.rows_total} input rows are "
-            f"among them and are not read again"
+            f"resume: {committed.rows:,} rows already committed under {config.output}; "
+            f"{read_plan.rows_committed:,} of this run's {read_plan.rows_total:,} input rows "
+            "are among them and are not read again"
         )
-    cluster.connect()
+    if not read_plan.fragments:
+        return _nothing_to_do(config, found, started)
+    cluster.connect(verbose=config.verbose)
     probed = probe_model(config)
     model_id = probed["model_id"]
     resume.check_model(config.output, committed, model_id, (found.previous or {}).get("model"))
@@ -333,49 +338,108 @@ def _run(config: JobConfig, found: Preflight, started: float) -> int:
         raise io.explain(exc, config.output, "output", out_options) from None
 
     pool = cluster.plan_actors(config.actors, config.gpus_per_actor, config.cpus_per_actor)
+    stats = progress.start()
     sink = ShardSink(
         config.output,
         out_options,
         rows_per_shard=config.rows_per_shard,
         retry_seconds=config.io_retry_seconds,
+        stats=stats,
     )
-    if read_plan.fragments:
-        ds = build_dataset(config, found, probed["image_size"], pool)
-        try:
-            # Writing is mostly waiting on storage; with a whole CPU each, write tasks
-            # queued behind decode tasks for the CPUs the actors leave, and shards
-            # committed only when decoding was done (what a crash would lose).
+    ds = build_dataset(config, found, probed["image_size"], pool, stats)
+    print(f"reading {read_plan.rows_todo:,} rows in {len(read_plan.fragments):,} fragments")
+    try:
+        # Writing is mostly waiting on storage; with a whole CPU each, write tasks
+        # queued behind decode tasks for the CPUs the actors leave, and shards
+        # committed only when decoding was done (what a crash would lose).
+        with (
+            index.folding(config.output, out_options),
+            progress.reporting(stats, read_plan.rows_todo),
+        ):
             ds.write_datasink(sink, ray_remote_args={"num_cpus": WRITE_CPUS})
-        except Exception as exc:
-            print(
-                f"error: the run stopped before every row was committed ({type(exc).__name__}: "
-                f"{str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else ''}). "
-                "Committed rows are kept: rerun the same command to resume.",
-                file=sys.stderr,
-            )
-            return EXIT_RUN
+    except Exception as exc:
+        print(
+            f"error: the run stopped before every row was committed ({type(exc).__name__}: "
+            f"{str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else ''}). "
+            "Committed rows are kept: rerun the same command to resume.",
+            file=sys.stderr,
+        )
+        return EXIT_RUN
     # The manifests this run committed, folded into the output's index.
     io.retrying(lambda: index.fold(config.output, out_options), config.io_retry_seconds)
+    precisions = progress.snapshot(stats)["precisions"]
+    return _finish(
+        config,
+        found,
+        started,
+        model_id=model_id,
+        precision=",".join(precisions) or config.precision,
+        rows_ok=sink.totals["rows_ok"],
+        rows_failed=sink.totals["rows_failed"],
+        shards=sink.totals["shards"],
+    )
 
-    totals = sink.totals
+
+def _nothing_to_do(config: JobConfig, found: Preflight, started: float) -> int:
+    """Every input row is committed: say so, load no model, keep the figures
+    of the runs that did the work (``_SUCCESS`` is rewritten only if missing)."""
+    print(f"nothing to do: all {found.read_plan.rows_total:,} input rows are committed")
+    models = sorted(found.committed.models)
+    return _finish(
+        config,
+        found,
+        started,
+        model_id=(found.previous or {}).get("model") or (models[0] if models else ""),
+        precision=None,
+        rows_ok=0,
+        rows_failed=0,
+        shards=0,
+    )
+
+
+def _finish(
+    config: JobConfig,
+    found: Preflight,
+    started: float,
+    *,
+    model_id: str,
+    precision: str | None,
+    rows_ok: int,
+    rows_failed: int,
+    shards: int,
+) -> int:
+    """Record the run, write ``_SUCCESS`` (unless too many rows failed, or
+    nothing was done and it exists), print the report; the exit code."""
+    out_options = config.options(config.output)
+    committed = found.committed
     report = summary.build_summary(
-        rows_ok=totals["rows_ok"],
-        rows_failed=totals["rows_failed"],
-        rows_skipped=read_plan.rows_committed,
+        rows_ok=rows_ok,
+        rows_failed=rows_failed,
+        rows_skipped=found.read_plan.rows_committed,
         wall_s=time.monotonic() - started,
         model=model_id,
         output=config.output,
         arguments=asdict(config),
         committed_before={"rows_ok": committed.rows_ok, "rows_failed": committed.rows_failed},
-        shards=totals["shards"],
+        shards=shards,
+    )
+    report["model_path"] = config.model or str(DEFAULT_WEIGHTS)
+    report["precision"] = precision
+    report["skipped_files"] = [str(u) for u in found.scan.unreadable] + found.scan.problems
+    runs = io.retrying(
+        lambda: summary.record_run(config.output, report, out_options), config.io_retry_seconds
     )
     passed = report["failed_fraction"] <= config.max_failed_fraction
     success_url = None
     if passed:
-        success_url = io.retrying(
-            lambda: summary.write_success(config.output, report, out_options),
-            config.io_retry_seconds,
-        )
+        if rows_ok + rows_failed == 0 and found.previous is not None:
+            success_url = io.join(config.output, SUCCESS)  # the working runs' figures stay
+        else:
+            final = {**report, **summary.totals(runs)}
+            success_url = io.retrying(
+                lambda: summary.write_success(config.output, final, out_options),
+                config.io_retry_seconds,
+            )
     print(summary.format_report(report, success_url))
     if not passed:
         print(

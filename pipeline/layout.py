@@ -11,6 +11,7 @@ SHARDS = "shards"  # OUTPUT/shards/<name>.npz
 MANIFESTS = "manifests"  # OUTPUT/manifests/<name>.parquet
 INDEX = "index"  # OUTPUT/index/part-<digest>.parquet: the manifests, folded
 SUCCESS = "_SUCCESS"  # OUTPUT/_SUCCESS, JSON, written last
+RUNS = "runs"  # OUTPUT/runs/<start>-<id>.json: one record per run
 LEASE = "_LEASE"  # OUTPUT/_LEASE, JSON: the running job's driver (pipeline.lease)
 
 # Row states: "ok" (a grid) or "failed" (a reason).

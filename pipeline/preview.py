@@ -12,6 +12,7 @@ never write anything but the PNG bytes it returns.
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 import textwrap
@@ -27,20 +28,24 @@ from PIL import Image, ImageDraw, ImageFont
 from model import images, voxels
 from pipeline.export import voxel_faces
 from pipeline.layout import OK
-from pipeline.results import DuplicateIdError, Output, decode_view
+from pipeline.results import Output, decode_view
 
 RECONSTRUCTION = (0.45, 0.58, 0.85)  # blue
 TRUTH = (0.62, 0.70, 0.50)  # sage
 AMBIENT = 0.35
 # Light from the upper left of the camera, slightly in front (as shapes/render.py).
 LIGHT_CAM = np.array([-0.45, 0.65, 0.6]) / np.linalg.norm([-0.45, 0.65, 0.6])
-ANGLES = ((30.0, 25.0), (210.0, 25.0))  # (azimuth, elevation) of the two reconstruction views
+# (azimuth, elevation) of the reconstruction's pictures, and their column titles; the
+# ground truth is drawn from the first
+ANGLES = ((30.0, 25.0), (210.0, 25.0))
+ANGLE_TITLES = ("reconstruction", "from behind")
 BACKGROUND = images.TEST_BACKGROUND
 LABEL_WIDTH = 230
 HEADER = 26
 TEXT = (20, 20, 20)
 MUTED = (110, 110, 110)
 ALERT = (180, 30, 30)
+MEDIAN = "#1f4e9c"
 
 
 def camera_basis(azimuth: float, elevation: float) -> tuple[np.ndarray, ...]:
@@ -77,7 +82,8 @@ def render_voxels(
     axes.set_axis_off()
     quads, normals = voxel_faces(occupied)
     if len(quads):
-        facing = normals @ -forward > 0  # faces turned away are hidden anyway
+        # back faces culled: fewer polygons to sort, none painted over a front face
+        facing = normals @ -forward > 0
         quads, normals = quads[facing], normals[facing]
         light = LIGHT_CAM[0] * right + LIGHT_CAM[1] * up - LIGHT_CAM[2] * forward
         shade = AMBIENT + (1 - AMBIENT) * np.clip(normals @ light, 0.0, 1.0)
@@ -92,6 +98,7 @@ def render_voxels(
     return np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
 
 
+@functools.lru_cache(maxsize=8)
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     return ImageFont.load_default(size=size)
 
@@ -136,148 +143,162 @@ def contact_sheet(
     cell: int = 128,
     catalog: bool = True,
 ) -> bytes:
-    """PNG bytes: one row per manifest row of ``rows``, with its label (id,
-    category, IoU, views used, occupied voxels; the reason when it failed), up
-    to ``views`` input views, the reconstruction from two angles and the ground
-    truth, when the catalog has it. Without ``catalog`` (or when the output's
-    catalog cannot be found) the views and the truth are left out."""
+    """PNG bytes: one row per manifest row of ``rows``: its label (id, category,
+    IoU, views used, occupied voxels; the reason when it failed), up to
+    ``views`` input views, the ground truth and the reconstruction from the same
+    angle, and the reconstruction from behind. Views and ground truth come from
+    the output's catalog (:attr:`Output.catalog`); without ``catalog``, or when
+    the catalog cannot be read, their cells say why they are empty."""
     records = rows.to_pylist()
-    ok = [r for r in records if r.get("status") == OK and r.get("shard") is not None]
-    grids = dict(zip((id(r) for r in ok), output.grids(ok), strict=True))
-    inputs: dict[str, list[dict]] = {}
-    catalog_note = None
-    if catalog:
-        try:
-            ids = [r["object_id"] for r in records if r.get("object_id") is not None]
-            for found in output.catalog_rows(ids, ["object_id", "views", "voxels"]).to_pylist():
-                inputs.setdefault(found["object_id"], []).append(found)
-        except (ValueError, FileNotFoundError) as exc:
-            catalog_note = f"no catalog: {exc}"
-    has_truth = any(r.get("voxels") is not None for found in inputs.values() for r in found)
-    n_views = min(views, max([len(r.get("views") or []) for f in inputs.values() for r in f] or [0]))
-    if catalog and not inputs and catalog_note is None:
-        catalog_note = "not in the catalog"
-    columns = ["views"] * max(n_views, 1 if catalog_note else 0) + ["recon", "recon"]
-    columns += ["truth"] if has_truth else []
-    width = LABEL_WIDTH + cell * len(columns)
-    height = HEADER + cell * len(records)
-    sheet = Image.new("RGB", (width, height), (255, 255, 255))
+    ok = [k for k, r in enumerate(records) if r.get("status") == OK and r.get("shard") is not None]
+    grids = dict(zip(ok, output.grids([records[k] for k in ok]), strict=True))
+    inputs, note = _catalog_inputs(output, records) if catalog else ({}, None)
+    found_rows = [r for found in inputs.values() for r in found]
+    shown = min(views, max([len(r.get("views") or []) for r in found_rows] or [0]))
+    has_truth = any(r.get("voxels") is not None for r in found_rows)
+    groups = [("input views", max(shown, 1) if catalog else 0)]
+    groups += [("ground truth", int(has_truth)), *((title, 1) for title in ANGLE_TITLES)]
+
+    width = LABEL_WIDTH + cell * sum(n for _, n in groups)
+    sheet = Image.new("RGB", (width, HEADER + cell * len(records)), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
-    titles = {"views": "input views", "recon": "reconstruction", "truth": "ground truth"}
     x = LABEL_WIDTH
-    for k, column in enumerate(columns):
-        if k == 0 or columns[k - 1] != column:
-            draw.text((x + 4, 6), titles[column], fill=TEXT, font=_font(13))
-        x += cell
+    for title, n in groups:
+        if n:
+            draw.text((x + 4, 6), title, fill=TEXT, font=_font(13))
+        x += cell * n
 
     for r, row in enumerate(records):
         y = HEADER + r * cell
         for k, (line, colour) in enumerate(_label(row)):
             draw.text((8, y + 8 + 17 * k), line, fill=colour, font=_font(13 if k == 0 else 12))
         found = inputs.get(row.get("object_id"), [])
+        source = found[0] if len(found) == 1 else None
         x = LABEL_WIDTH
-        if len(found) == 1:
-            for v, data in enumerate((found[0].get("views") or [])[:n_views]):
-                try:
-                    sheet.paste(Image.fromarray(decode_view(data, cell)), (x + v * cell, y))
-                except images.DecodeError as exc:
-                    _note(draw, (x + v * cell, y, x + (v + 1) * cell - 1, y + cell - 1), str(exc))
-        elif catalog:
-            text = catalog_note or (
-                f"{len(found)} catalog rows have this id" if found else "not in the catalog"
-            )
-            _note(draw, (x, y, x + cell * max(n_views, 1) - 1, y + cell - 1), text)
-        x += cell * columns.count("views")
-        if id(row) in grids:
-            occupied = voxels.occupied(grids[id(row)], row["threshold"])
-            for azimuth, elevation in ANGLES:
-                sheet.paste(Image.fromarray(render_voxels(occupied, azimuth, elevation, cell)), (x, y))
-                x += cell
-        else:
-            _note(draw, (x, y, x + 2 * cell - 1, y + cell - 1), "no reconstruction")
-            x += 2 * cell
+        if catalog:
+            if source is not None:
+                for v, data in enumerate((source.get("views") or [])[:shown]):
+                    box = (x + v * cell, y, x + (v + 1) * cell - 1, y + cell - 1)
+                    try:
+                        sheet.paste(Image.fromarray(decode_view(data, cell)), box[:2])
+                    except images.DecodeError as exc:
+                        _note(draw, box, str(exc))
+            else:
+                why = note or (
+                    f"{len(found)} catalog rows have this id" if found else "not in the catalog"
+                )
+                _note(draw, (x, y, x + cell * max(shown, 1) - 1, y + cell - 1), why)
+            x += cell * max(shown, 1)
         if has_truth:
-            truth = found[0].get("voxels") if len(found) == 1 else None
+            truth = source.get("voxels") if source is not None else None
             if truth is not None and len(truth) == voxels.VOXEL_BYTES:
                 picture = render_voxels(voxels.unpack_voxels(truth), *ANGLES[0], cell, TRUTH)
                 sheet.paste(Image.fromarray(picture), (x, y))
             else:
                 _note(draw, (x, y, x + cell - 1, y + cell - 1), "no ground truth")
+            x += cell
+        if r in grids:
+            occupied = voxels.occupied(grids[r], row["threshold"])
+            for azimuth, elevation in ANGLES:
+                picture = render_voxels(occupied, azimuth, elevation, cell)
+                sheet.paste(Image.fromarray(picture), (x, y))
+                x += cell
+        else:
+            _note(draw, (x, y, x + cell * len(ANGLES) - 1, y + cell - 1), "no reconstruction")
         draw.line([(0, y + cell - 1), (width, y + cell - 1)], fill=(255, 255, 255), width=2)
     buffer = io.BytesIO()
     sheet.save(buffer, format="PNG", optimize=True)
     return buffer.getvalue()
 
 
+def _catalog_inputs(
+    output: Output, records: list[dict[str, Any]]
+) -> tuple[dict[str, list[dict[str, Any]]], str | None]:
+    """Catalog rows (``views``, ``voxels``) by object id, in one filtered read;
+    or nothing and the reason the catalog could not be read."""
+    ids = list(dict.fromkeys(r["object_id"] for r in records if r.get("object_id") is not None))
+    inputs: dict[str, list[dict[str, Any]]] = {}
+    try:
+        table = output.catalog_rows(ids, ["object_id", "views", "voxels"])
+    except (ValueError, OSError) as exc:
+        return inputs, f"no catalog: {exc}"
+    for found in table.to_pylist():
+        inputs.setdefault(found["object_id"], []).append(found)
+    return inputs, None
+
+
 def summary(table: pa.Table, title: str = "") -> bytes:
-    """PNG bytes of one figure over manifest rows: IoU by category, IoU by number
-    of views used, and a histogram of occupied voxels (ok rows), with counts."""
-    names = table.column_names
-    status = table.column("status").to_pylist()
-    ok = [s == OK for s in status]
-    column = {n: table.column(n).to_pylist() for n in ("iou", "category", "n_views", "occupied_voxels") if n in names}
-    iou = [v for v, good in zip(column.get("iou", []), ok, strict=False) if good]
-    has_iou = any(v is not None for v in iou)
+    """PNG bytes of one figure over manifest rows: IoU by category (lowest median
+    first), IoU by number of views used, and a histogram of occupied voxels of
+    the ok rows; each group with its count, the heading with the totals."""
+    rows = [r for r in table.to_pylist() if r.get("status") == OK]
+    scored = [r for r in rows if r.get("iou") is not None]
+    failed = table.num_rows - len(rows)
 
     figure = Figure(figsize=(15, 5.2), dpi=100)
     FigureCanvasAgg(figure)
-    grid = figure.add_gridspec(1, 3, width_ratios=(1.25, 1.0, 1.0), wspace=0.32)
-    by_category, by_views, occupied = (figure.add_subplot(grid[0, k]) for k in range(3))
+    layout = figure.add_gridspec(1, 3, width_ratios=(1.25, 1.0, 1.0), wspace=0.32)
+    by_category, by_views, occupied = (figure.add_subplot(layout[0, k]) for k in range(3))
 
-    def groups(key: str) -> dict[Any, list[float]]:
-        out: dict[Any, list[float]] = {}
-        for value, good, score in zip(column.get(key, []), ok, column.get("iou", []), strict=False):
-            if good and score is not None:
-                out.setdefault(value, []).append(score)
-        return out
-
-    def boxes(axes, data: dict[Any, list[float]], label: str, order: list) -> None:
-        values = [data[k] for k in order]
-        ticks = [f"{'(none)' if k is None else k}  n={len(data[k])}" for k in order]
-        axes.boxplot(values, orientation="horizontal", tick_labels=ticks, widths=0.6,
-                     medianprops={"color": "#1f4e9c", "linewidth": 2},
-                     showmeans=True, meanprops={"marker": "D", "markerfacecolor": "white",
-                                                "markeredgecolor": "#1f4e9c", "markersize": 5})  # fmt: skip
-        axes.set_xlim(0, 1)
-        axes.set_xlabel("IoU (box: quartiles, line: median, diamond: mean)")
-        axes.set_title(label, loc="left", fontsize=12)
-        axes.grid(axis="x", alpha=0.3)
-
-    for axes, key, label in (
-        (by_category, "category", "IoU by category"),
+    panels = (
+        (by_category, "category", "IoU by category (lowest median first)"),
         (by_views, "n_views", "IoU by number of views used"),
-    ):
-        data = groups(key)
-        if not has_iou:
+    )
+    for axes, key, label in panels:
+        if not scored:
             _empty(axes, label, "no IoU: the job's input had no ground truth (voxels)")
-        elif key not in names:
+        elif key not in table.column_names:
             _empty(axes, label, f"the manifests have no {key!r} column")
         else:
-            order = sorted(data, key=lambda k: np.median(data[k]), reverse=True)
+            groups: dict[Any, list[float]] = {}
+            for r in scored:
+                groups.setdefault(r[key], []).append(r["iou"])
             if key == "n_views":
-                order = sorted(data, key=lambda k: (k is None, k or 0), reverse=True)
-            boxes(axes, data, label, order)
+                order = sorted(groups, key=lambda k: (k is None, k or 0))
+            else:
+                order = sorted(groups, key=lambda k: (np.median(groups[k]), str(k)))
+            _boxes(axes, groups, order, label)
 
-    counts = [v for v, good in zip(column.get("occupied_voxels", []), ok, strict=False) if good and v is not None]
+    counts = [r["occupied_voxels"] for r in rows if r.get("occupied_voxels") is not None]
+    label = "Occupied voxels at the threshold"
     if counts:
+        median = float(np.median(counts))
         occupied.hist(counts, bins=30, color="#7394d9", edgecolor="white")
-        occupied.axvline(np.median(counts), color="#1f4e9c", linestyle="--", linewidth=1.5,
-                         label=f"median {np.median(counts):.0f}")  # fmt: skip
+        occupied.axvline(median, color=MEDIAN, linestyle="--", label=f"median {median:.0f}")
         occupied.legend(frameon=False)
         occupied.set_xlabel(f"occupied voxels (of {voxels.SIDE**3})")
         occupied.set_ylabel("ok rows")
-        occupied.set_title("Occupied voxels at the threshold", loc="left", fontsize=12)
+        occupied.set_title(label, loc="left", fontsize=12)
     else:
-        _empty(occupied, "Occupied voxels at the threshold", "no ok rows")
+        _empty(occupied, label, "no ok rows")
 
-    n_ok, n_failed = sum(ok), len(ok) - sum(ok)
-    mean = f", mean IoU {np.mean([v for v in iou if v is not None]):.3f}" if has_iou else ""
+    mean = f", mean IoU {np.mean([r['iou'] for r in scored]):.3f}" if scored else ""
     heading = f"{title}\n" if title else ""
-    figure.suptitle(f"{heading}{n_ok} ok, {n_failed} failed{mean}", x=0.01, ha="left", fontsize=13)
+    figure.suptitle(f"{heading}{len(rows)} ok, {failed} failed{mean}", x=0.01, ha="left")
     figure.subplots_adjust(left=0.13, right=0.985, top=0.84, bottom=0.12)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     return buffer.getvalue()
+
+
+def _boxes(axes: Any, groups: dict[Any, list[float]], order: list, title: str) -> None:
+    """Horizontal box plots of ``groups`` in ``order``, the first at the top."""
+    order = order[::-1]  # matplotlib draws the first box at the bottom
+    axes.boxplot(
+        [groups[k] for k in order],
+        orientation="horizontal",
+        tick_labels=[
+            f"{'(none)' if k is None else printable(k, 20)}  n={len(groups[k])}" for k in order
+        ],
+        widths=0.6 if len(order) > 1 else 0.3,
+        medianprops={"color": MEDIAN, "linewidth": 2},
+        showmeans=True,
+        meanprops={"marker": "D", "markerfacecolor": "white", "markeredgecolor": MEDIAN},
+    )
+    axes.set_xlim(0, 1)
+    axes.set_xlabel("IoU (box: quartiles, line: median, diamond: mean)")
+    axes.set_title(title, loc="left", fontsize=12)
+    axes.grid(axis="x", alpha=0.3)
 
 
 def _empty(axes, title: str, text: str) -> None:

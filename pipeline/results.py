@@ -8,8 +8,9 @@ the commit record: a shard left behind by a crashed task is invisible. Grids are
 read through ``pipeline.shards`` (one range read per grid where the manifest
 says where it lies, the whole shard otherwise).
 
-This module must never write, and never import TensorFlow or Ray; DuckDB is
-imported only when SQL is asked for.
+This module must never write, and never import TensorFlow or Ray; DuckDB and
+``pyarrow.dataset`` (which brings pandas) are imported only when SQL or the
+catalog is asked for, so that importing it stays cheap.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from model import images, voxels
@@ -37,6 +37,7 @@ from pipeline.layout import MANIFEST_SCHEMA, MANIFESTS, OK, SHARDS, SUCCESS
 
 if TYPE_CHECKING:
     import duckdb
+    import pyarrow.dataset as ds
 
 # What finding and reading a grid needs from a manifest row.
 LOCATOR = ["object_id", "status", "error", "shard", "index", "grid_offset", "grid_bytes"]
@@ -169,7 +170,9 @@ def _filter_lacking(
         raise ValueError(
             f"cannot filter the manifests with {filter}: {exc}. Their columns: {schema.names}"
         ) from None
-    return table if columns is None else table.select([c for c in columns if c in table.schema.names])
+    return (
+        table if columns is None else table.select([c for c in columns if c in table.schema.names])
+    )
 
 
 def load_shard(
@@ -270,9 +273,7 @@ class Output:
         """Manifest rows as an Arrow table: ``columns`` (all by default) of the
         rows passing ``filter`` (a ``pyarrow.compute`` expression, pushed into
         the Parquet reader). See :func:`read_manifests`."""
-        return read_manifests(
-            self.url, columns, self.storage_options, self.threads, filter=filter
-        )
+        return read_manifests(self.url, columns, self.storage_options, self.threads, filter=filter)
 
     def success(self) -> dict[str, Any] | None:
         """The job's ``_SUCCESS`` summary, or None while no run has completed."""
@@ -337,7 +338,12 @@ class Output:
         if worst is not None:
             filters += [pc.field("status") == OK, pc.field("iou").is_valid()]
         expression = reduce(and_, filters) if filters else None
-        table = self.manifests(filter=expression)
+        try:
+            table = self.manifests(filter=expression)
+        except ValueError:
+            if category is None or "category" in self.manifests(["category"]).column_names:
+                raise
+            table = MANIFEST_SCHEMA.empty_table()
         if category is not None and "category" not in table.column_names:
             raise ValueError(
                 "the manifests have no 'category' column (the job's input had none): "
@@ -377,10 +383,8 @@ class Output:
 
     def connection(self) -> duckdb.DuckDBPyConnection:
         """This reader's in-memory DuckDB connection (made on first use)."""
-        import duckdb
-
         if self._connection is None:
-            self._connection = duckdb.connect()
+            self._connection = _duckdb().connect()
         return self._connection
 
     def duckdb(
@@ -396,7 +400,7 @@ class Output:
     def sql(self, query: str) -> duckdb.DuckDBPyRelation:
         """Run SQL over the table ``manifests`` (every manifest row, read now) and,
         when the query names it, ``catalog`` (the job's input, scanned lazily:
-        only the columns and rows the query needs are read).
+        only the columns the query names are read, its filters pushed down).
 
         Example:
             >>> out.sql("select status, count(*) from manifests group by 1").show()
@@ -405,9 +409,18 @@ class Output:
         """
         connection = self.connection()
         connection.register("manifests", self.manifests())
+        unavailable = None
         if re.search(r"\bcatalog\b", query, re.IGNORECASE):
-            connection.register("catalog", self.catalog_dataset())
-        return connection.sql(query)
+            try:
+                connection.register("catalog", self.catalog_dataset())
+            except (ValueError, OSError) as exc:  # said only if the query needs it
+                unavailable = exc
+        try:
+            return connection.sql(query)
+        except _duckdb().CatalogException as exc:
+            if unavailable is not None and "catalog" in str(exc):
+                raise ValueError(f"the query reads the catalog: {unavailable}") from exc
+            raise
 
     # --- grids ---------------------------------------------------------------
 
@@ -525,6 +538,8 @@ class Output:
 
     def catalog_dataset(self) -> ds.Dataset:
         """The catalog as a lazy ``pyarrow.dataset`` (every ``*.parquet`` under it)."""
+        import pyarrow.dataset as ds  # imports pandas: only when a catalog is read
+
         if self._catalog_dataset is None:
             url = self.catalog
             if url is None:
@@ -624,8 +639,7 @@ def _checked_shard(shard: str) -> str:
 
 def _where(table: pa.Table, condition: str) -> pa.Table:
     """The rows of ``table`` for which the SQL ``condition`` holds (DuckDB)."""
-    import duckdb
-
+    duckdb = _duckdb()
     position = "__voxray_position"
     connection = duckdb.connect()
     connection.register("manifests", table.append_column(position, pa.array(range(len(table)))))
@@ -640,6 +654,17 @@ def _where(table: pa.Table, condition: str) -> pa.Table:
     return table.take(kept.column(position))
 
 
+def _duckdb() -> Any:
+    """The ``duckdb`` module, imported on first use (SQL only)."""
+    try:
+        import duckdb
+    except ImportError:
+        raise ImportError(
+            "SQL over an output needs DuckDB: pip install 'voxray[output]' (or duckdb)"
+        ) from None
+    return duckdb
+
+
 def _sorted_by_id(table: pa.Table) -> pa.Table:
     keys = [(c, "ascending") for c in ("object_id", "shard", "index") if c in table.column_names]
     return table.sort_by(keys) if keys and table.num_rows else table
@@ -652,9 +677,9 @@ def _unknown(ids: Sequence[str], where: str | None) -> str:
 
 
 def _repeated(counts: Mapping[str, int]) -> str:
-    shown = ", ".join(f"{i!r} ({n} rows)" for i, n in list(counts.items())[:_SHOWN_IDS])
+    shown = ", ".join(f"{i!r} has {n} rows" for i, n in list(counts.items())[:_SHOWN_IDS])
     return (
-        f"object_id {shown} has several rows (the input repeated it): pick one row from "
+        f"object_id {shown} (the input repeated it): pick one row from "
         "Output.rows(object_id) and pass that row instead of the id"
     )
 

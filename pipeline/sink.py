@@ -27,7 +27,7 @@ from ray.data.block import BlockAccessor
 from ray.data.datasource.datasink import WriteResult
 
 from model.voxels import GRID_BYTES
-from pipeline import io, plan, shards
+from pipeline import io, plan, progress, shards
 from pipeline.index import COUNTS_KEY, counts_metadata
 from pipeline.layout import FAILED, MANIFEST_SCHEMA, MANIFESTS, OK, SHARDS
 
@@ -165,6 +165,7 @@ class ShardSink(Datasink[dict]):
         storage_options: fsspec options for it.
         rows_per_shard: the most rows in one shard.
         retry_seconds: how long each write retries transient storage errors.
+        stats: the job's progress actor (``pipeline.progress``), told each commit.
     """
 
     def __init__(
@@ -173,7 +174,9 @@ class ShardSink(Datasink[dict]):
         storage_options: Mapping[str, Any] | None = None,
         rows_per_shard: int = 1024,
         retry_seconds: float = io.RETRY_SECONDS,
+        stats: Any = None,
     ):
+        self.stats = stats
         self.output = output
         self.storage_options = dict(storage_options or {})
         self.rows_per_shard = rows_per_shard
@@ -204,6 +207,7 @@ class ShardSink(Datasink[dict]):
             result["names"].append(counts["name"])
             result["rows_ok"] += counts["rows_ok"]
             result["rows_failed"] += counts["rows_failed"]
+            progress.tell(self.stats, "committed", counts["rows_ok"], counts["rows_failed"])
         return result
 
     def on_write_complete(self, write_result: WriteResult[dict]) -> None:

@@ -1,20 +1,28 @@
-"""The job's summary: the ``_SUCCESS`` JSON written last under the output (so
-its presence means every row of the run is committed) and the short report
-printed for people. Arguments are recorded with every credential-like value
-redacted. This module must never write ``_SUCCESS`` before the sink has
-finished, and never record a secret.
+"""The job's summary: one record per run under ``OUTPUT/runs/`` (start, end,
+rows, speed, the model and where it came from, the precision used, versions,
+arguments), the ``_SUCCESS`` JSON written last under the output (so its
+presence means every row is committed; it holds the last working run's figures
+and the totals over all runs) and the short report printed for people.
+Arguments are recorded with every credential-like value redacted. This module
+must never write ``_SUCCESS`` before the sink has finished, and never record a
+secret.
 """
 
 from __future__ import annotations
 
 import json
 import platform
+import time
+import uuid
 from collections.abc import Mapping
 from importlib import metadata
 from typing import Any
 
 from pipeline import io
-from pipeline.layout import SUCCESS
+from pipeline.layout import RUNS, SUCCESS
+
+# Share of failed rows above which the report ends with a warning line.
+WARN_FAILED_FRACTION = 0.01
 
 
 def _version(package: str) -> str | None:
@@ -44,6 +52,7 @@ def build_summary(
     whole output (earlier runs included), so a rerun cannot hide failures.
     """
     before = {"rows_ok": 0, "rows_failed": 0, **(committed_before or {})}
+    ended = time.time()
     output_ok = before["rows_ok"] + rows_ok
     output_failed = before["rows_failed"] + rows_failed
     output_rows = output_ok + output_failed
@@ -54,6 +63,8 @@ def build_summary(
         "rows_skipped": rows_skipped,
         "objects_per_s": round((rows_ok + rows_failed) / wall_s, 3) if wall_s > 0 else None,
         "wall_s": round(wall_s, 3),
+        "started": _iso(ended - wall_s),
+        "ended": _iso(ended),
         "model": model,
         "output": output,
         "shards_written": shards,
@@ -66,6 +77,38 @@ def build_summary(
             "ray": _version("ray"),
             "python": platform.python_version(),
         },
+    }
+
+
+def _iso(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def record_run(
+    output: str, report: Mapping[str, Any], storage_options: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """Add this run's record under ``OUTPUT/runs/``; returns every run's record,
+    oldest first."""
+    name = f"{report['started'].replace(':', '')}-{uuid.uuid4().hex[:8]}.json"
+    data = json.dumps(report, indent=2, sort_keys=True).encode()
+    io.write_bytes(io.join(output, RUNS, name), data, storage_options)
+    return read_runs(output, storage_options)
+
+
+def read_runs(
+    output: str, storage_options: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """Every run's record under ``output``, oldest first."""
+    urls = io.list_files(io.join(output, RUNS), ".json", storage_options)
+    return [json.loads(io.read_bytes(u, storage_options)) for u in urls]
+
+
+def totals(runs: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """``{"runs": N, "totals": {...}}``: the figures of every run together."""
+    keys = ("rows_ok", "rows_failed", "wall_s")
+    return {
+        "runs": len(runs),
+        "totals": {k: round(sum(r.get(k) or 0 for r in runs), 3) for k in keys},
     }
 
 
@@ -111,5 +154,16 @@ def format_report(summary: Mapping[str, Any], success_url: str | None) -> str:
         lines.append(
             "  failures  rows with status 'failed' carry the reason in the manifest's "
             "'error' column"
+        )
+    if summary.get("skipped_files"):
+        lines.append(
+            f"  skipped   {len(summary['skipped_files'])} input file(s) (--skip-bad-files):"
+        )
+        lines += [f"            {f}" for f in summary["skipped_files"][:10]]
+    if summary["failed_fraction"] > WARN_FAILED_FRACTION:
+        lines.append(
+            f"warning: {summary['failed_fraction']:.1%} of the output's rows failed "
+            f"(over {WARN_FAILED_FRACTION:.0%}); pass --max-failed-fraction to make such a run "
+            "exit 4"
         )
     return "\n".join(lines)

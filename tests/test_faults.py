@@ -258,10 +258,30 @@ def test_driver_killed_after_first_commit_then_rerun(catalog, clean, tmp_path):
     with job(args) as rerun:
         code = rerun.wait()
         assert code == 0, rerun.output()[-4000:]
+        # the killed driver's lease does not block the rerun, which says why
+        assert "is gone; taking over" in rerun.output()
     summary = check_once_and_equal(output, ids, clean[1])
     # whatever the killed run committed (its last writes may have landed while it died)
     assert summary["rows_skipped"] >= committed > 0
     assert summary["rows_skipped"] + summary["rows_ok"] == summary["rows_total"] == len(ids)
+
+
+@pytest.mark.slow
+def test_a_second_driver_on_a_held_output_is_refused(catalog, clean, tmp_path):
+    """Two real drivers on one output: the second is refused while the first
+    runs, and the first finishes with every row once."""
+    url, ids = catalog
+    output = str(tmp_path / "grids")
+    args = ["--input", url, "--output", output, *ARGS]
+    with job(args) as first:
+        wait_for_commit(output, first)
+        with job(args) as second:
+            assert second.wait() == 3, second.output()[-4000:]
+            assert "is in use by another run of the job" in second.output()
+            assert f"pid {first.proc.pid}" in second.output()
+        assert first.wait() == 0, first.output()[-4000:]
+    check_once_and_equal(output, ids, clean[1])
+    assert not io.exists(io.join(output, "_LEASE"))  # released at the end
 
 
 @pytest.mark.slow
