@@ -151,9 +151,13 @@ def read_table(
     columns: list[str] | None = None,
     options: Mapping[str, Any] | None = None,
     filters: Any = None,
+    threads: int = THREADS,
 ) -> pa.Table:
     """The rows of every committed manifest, from the parts and the pending
-    manifests; files with other carried columns are combined (missing ones null)."""
+    manifests. Files with other carried columns are combined (missing ones
+    null); asked-for ``columns`` that no file has are left out. ``filters`` (a
+    ``pyarrow.compute`` expression) is pushed into each file's reader; a file
+    that lacks a column it names sees that column as null."""
     urls = [f.url for f in current.files]
     if not urls:
         schema = MANIFEST_SCHEMA
@@ -161,15 +165,33 @@ def read_table(
             schema = pa.schema([f for f in MANIFEST_SCHEMA if f.name in columns])
         return schema.empty_table()
 
-    def read(url: str) -> pa.Table:
+    def read(url: str) -> pa.Table | None:
         fs, path = io.filesystem(url, options)
         with fs.open(path, "rb") as f:
             names = pq.read_schema(f).names
             f.seek(0)
             wanted = None if columns is None else [c for c in columns if c in names]
-            return pq.read_table(f, columns=wanted, filters=filters).replace_schema_metadata()
+            try:
+                table = pq.read_table(f, columns=wanted, filters=filters)
+            except pa.ArrowInvalid as exc:
+                if filters is None or "FieldRef" not in str(exc):
+                    raise
+                return None  # the filter names a column this file lacks: below
+        return table.replace_schema_metadata()
 
-    return pa.concat_tables(_map(read, urls), promote_options="permissive")
+    tables = _map(read, urls, threads)
+    lacking = [u for u, t in zip(urls, tables, strict=True) if t is None]
+    if lacking:  # rare: reruns that carried other columns
+        schema = pa.unify_schemas(_map(lambda u: _schema(u, options), urls), "permissive")
+        for position, url in enumerate(urls):
+            if tables[position] is None:
+                table = _conform(_read(url, options), schema).filter(filters)
+                keep = [c for c in (columns or schema.names) if c in table.column_names]
+                tables[position] = table.select(keep)
+    table = pa.concat_tables(tables, promote_options="permissive")
+    if columns is not None:
+        table = table.select([c for c in columns if c in table.column_names])
+    return table
 
 
 def fold(output: str, options: Mapping[str, Any] | None = None) -> State:

@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from model import images, voxels
+from pipeline import index as output_index
 from pipeline import io, shards
 from pipeline.layout import MANIFEST_SCHEMA, MANIFESTS, OK, SHARDS, SUCCESS
 
@@ -115,63 +116,9 @@ def read_manifests(
         >>> ok = table.filter(pc.equal(table["status"], "ok"))
         >>> chairs = read_manifests("s3://bucket/grids", filter=pc.field("category") == "chair")
     """
-    urls = manifest_urls(url, storage_options)
-    if not urls:
-        schema = MANIFEST_SCHEMA
-        if columns is not None:
-            schema = pa.schema([f for f in MANIFEST_SCHEMA if f.name in columns])
-        return schema.empty_table()
-
-    def read(u: str) -> pa.Table | None:
-        try:
-            return read_manifest(u, columns, storage_options, filter)
-        except pa.ArrowInvalid as exc:
-            if filter is None or "FieldRef" not in str(exc):
-                raise
-            return None  # the filter names a column this manifest lacks: below
-
-    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(urls)))) as pool:
-        tables = list(pool.map(read, urls))
-        lacking = [u for u, t in zip(urls, tables, strict=True) if t is None]
-        if lacking:
-            # Rare (reruns that carried other columns): evaluate the filter on
-            # those manifests with the missing columns as nulls of their type elsewhere.
-            schemas = list(pool.map(lambda u: _read_schema(u, storage_options), urls))
-            schema = pa.unify_schemas(schemas, promote_options="permissive")
-            for position, u in enumerate(urls):
-                if tables[position] is None:
-                    tables[position] = _filter_lacking(u, schema, columns, filter, storage_options)
-    table = pa.concat_tables(tables, promote_options="permissive")
-    if columns is not None:
-        table = table.select([c for c in columns if c in table.column_names])
-    return table
-
-
-def _read_schema(url: str, storage_options: Mapping[str, Any] | None) -> pa.Schema:
-    fs, path = io.filesystem(url, storage_options)
-    with fs.open(path, "rb") as f:
-        return pq.read_schema(f)
-
-
-def _filter_lacking(
-    url: str,
-    schema: pa.Schema,
-    columns: list[str] | None,
-    filter: pc.Expression,
-    storage_options: Mapping[str, Any] | None,
-) -> pa.Table:
-    table = read_manifest(url, None, storage_options)
-    for field in schema:
-        if field.name not in table.column_names:
-            table = table.append_column(field, pa.nulls(table.num_rows, field.type))
-    try:
-        table = table.filter(filter)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise ValueError(
-            f"cannot filter the manifests with {filter}: {exc}. Their columns: {schema.names}"
-        ) from None
-    return (
-        table if columns is None else table.select([c for c in columns if c in table.schema.names])
+    current = output_index.state(url, storage_options)
+    return output_index.read_table(
+        current, columns, storage_options, filters=filter, threads=threads
     )
 
 
