@@ -1,16 +1,28 @@
 """The model's input contract: how an encoded photograph becomes the model's
-``uint8 [S, S, 3]`` input. Decode (PNG, JPEG, any mode Pillow reads) to RGBA with
-the header checked against a pixel limit before any pixel is decoded, composite
-over the background the model was trained with (240 at test time, random in
-[225, 255] in training), pad to a square, take 3D-R2N2's 127/137 crop, resize.
-The reconstruction job's decode tasks, training and evaluation all call these
-functions, so what the model saw in training is what it sees in the job. This
-module must never import TensorFlow and never read files or URLs.
+``uint8 [S, S, 3]`` input. Decode (PNG, JPEG, any format and mode Pillow reads)
+to 8-bit RGBA with the header checked against a pixel limit before any pixel is
+decoded, composite over the background the model was trained with (240 at test
+time, random in [225, 255] in training), pad to a square, take 3D-R2N2's 127/137
+crop, resize. The reconstruction job's decode tasks, training and evaluation all
+call these functions, so what the model saw in training is what it sees in the
+job. This module must never import TensorFlow, never read files or URLs, and
+never allocate more than a small multiple of the image's own pixels (or of the
+output's): the padded square is never built.
+
+Images are decoded by what they are: 16- and 32-bit gray (``I;16``, ``I``) is
+scaled by its bit depth (the top 8 bits, as Pillow reduces 16-bit RGB), float
+gray (``F``) is read on Pillow's 0-255 scale and rounded, palette and colour-key
+transparency (``tRNS``) become alpha, CMYK, YCbCr and LAB go through Pillow's
+conversions, and an animation gives its first frame. The EXIF orientation is
+applied: cameras store sensor-order pixels and tag the rotation, every viewer
+shows such a photo upright, and the model was trained on upright renders; an
+image without the tag (every render) is unaffected.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import warnings
 
 import numpy as np
@@ -21,20 +33,36 @@ CROP_FRACTION: float = 127 / 137
 # 64 megapixels: far above any catalog photo, far below what would exhaust a worker.
 MAX_PIXELS: int = 64_000_000
 
+# Pillow's fixed point for 8-bit resampling (libImaging/Resample.c).
+_PRECISION_BITS = 22
+# Pixels per working buffer when resizing padded lines (4 MiB of Pillow RGB).
+_BATCH_PIXELS = 1 << 20
+# EXIF orientation -> how to turn the stored pixels upright (ImageOps.exif_transpose's table).
+_ORIENTATION = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a.transpose(1, 0, 2)[::-1, ::-1],
+    8: lambda a: np.rot90(a, 1),
+}
+
 
 class DecodeError(ValueError):
     """An image or row the job cannot use; the message is the manifest's reason."""
 
 
 def read_rgba(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Decode a PNG or JPEG (gray, RGB, RGBA, palette) to ``uint8 [H, W, 4]``.
+    """Decode an image (PNG, JPEG, or any format Pillow reads) to ``uint8 [H, W, 4]``.
 
-    Images without alpha get alpha 255. The header's size is checked before the
-    pixels are decoded.
+    Every mode becomes 8-bit RGBA (see the module docstring); images without
+    alpha get alpha 255; the EXIF orientation is applied. The header's size is
+    checked before the pixels are decoded.
 
     Raises:
         DecodeError: empty data, an unknown format, a header over ``max_pixels``,
-            or a truncated or corrupt image.
+            a truncated or corrupt image, or a mode with no conversion to RGB.
     """
     if data is None or len(data) == 0:
         raise DecodeError("empty image (0 bytes)")
@@ -57,14 +85,71 @@ def read_rgba(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
             f"image header claims {width}x{height} = {width * height} pixels, "
             f"over the limit of {max_pixels}; refused without decoding"
         )
+    # The decoder's raw mode says what the file held before Pillow widened or reduced it.
+    rawmode = image.tile[0][3] if image.tile else None
     # With Pillow's default (ImageFile.LOAD_TRUNCATED_IMAGES False) a truncated
     # file raises here instead of coming back zero-filled: a partial photo is a bad row.
     try:
         image.load()
-        rgba = np.asarray(image.convert("RGBA"), dtype=np.uint8)
     except Exception as exc:
         raise DecodeError(f"truncated or corrupt {image.format or ''} image: {exc}") from exc
-    return rgba
+    try:
+        rgba = _to_rgba(image, rawmode)
+    except (ValueError, OSError) as exc:  # Pillow: "conversion from X to RGBA not supported"
+        raise DecodeError(f"unsupported image mode {image.mode} ({exc})") from None
+    return _upright(rgba, image)
+
+
+def _to_rgba(image: Image.Image, rawmode: object) -> np.ndarray:
+    """8-bit RGBA of a loaded image, whatever its mode."""
+    mode = image.mode
+    if mode == "F" or mode == "I" or mode.startswith("I;16"):
+        # Pillow's own conversions clip these at 255 instead of scaling them.
+        values = np.asarray(image)
+        if mode == "F":  # rounded (Pillow's convert truncates)
+            gray = np.clip(np.rint(np.nan_to_num(values)), 0, 255).astype(np.uint8)
+        elif mode != "I":
+            gray = (values >> 8).astype(np.uint8)
+        elif (bits := _gray_bits(image)) == 32:  # unsigned: Pillow holds it as int32
+            gray = (values.view(np.uint32) >> 24).astype(np.uint8)
+        else:
+            gray = (np.clip(values, 0, (1 << bits) - 1) >> (bits - 8)).astype(np.uint8)
+        rgba = np.empty((*gray.shape, 4), dtype=np.uint8)
+        rgba[..., :3] = gray[..., None]
+        key = image.info.get("transparency")  # a 16-bit PNG's gray colour key
+        rgba[..., 3] = np.where(values == key, 0, 255) if isinstance(key, int) else 255
+        return rgba
+    key = image.info.get("transparency")
+    if mode == "RGB" and isinstance(key, tuple) and str(rawmode).endswith(";16B"):
+        # A 16-bit PNG reaches us reduced to its top bytes but with its 16-bit
+        # colour key: compare like with like (exact in the top 8 bits).
+        image.info["transparency"] = tuple(int(v) >> 8 for v in key)
+    if mode == "RGBA":
+        return np.asarray(image)
+    return np.asarray(image.convert("RGBA"))
+
+
+def _gray_bits(image: Image.Image) -> int:
+    """Significant bits of a mode ``I`` image: 16 unless a TIFF says otherwise
+    (PGM, and PNG in older Pillows, widen 16-bit samples to Pillow's int32)."""
+    bits = 16
+    if image.format == "TIFF":
+        tags = image.tag_v2
+        depth = tags.get(258, 16)  # BitsPerSample
+        bits = int(depth[0] if isinstance(depth, tuple) else depth)
+        fmt = tags.get(339, 1)  # SampleFormat; 2 is signed: the top bit is the sign
+        if (fmt[0] if isinstance(fmt, tuple) else fmt) == 2:
+            bits -= 1
+    return min(max(bits, 8), 32)
+
+
+def _upright(rgba: np.ndarray, image: Image.Image) -> np.ndarray:
+    try:
+        orientation = int(image.getexif().get(0x0112, 1))
+    except Exception:  # unreadable EXIF: the pixels are still good, show them as stored
+        orientation = 1
+    turn = _ORIENTATION.get(orientation)
+    return rgba if turn is None else np.ascontiguousarray(turn(rgba))
 
 
 def to_model_input(
@@ -81,7 +166,15 @@ def to_model_input(
     background, takes a square crop of side ``crop_fraction * side`` at relative
     ``offset`` ((0.5, 0.5) is the centre: 3D-R2N2's test-time crop of 127 from
     137), optionally flips it horizontally, and resizes it with Pillow's
-    antialiasing filter.
+    antialiasing filter (LANCZOS).
+
+    The padded square is never built. Only the part of the image inside the
+    crop is composited; each of Pillow's two resampling passes then runs over
+    padded lines a bounded batch at a time or, for a sliver of image in a long
+    line of padding, with Pillow's own fixed-point weights and the padding's
+    share summed once. The pixels are those of resizing the padded crop (a
+    sliver a few pixels wide and very tall may round 1 level differently), and
+    no buffer exceeds a small multiple of the image's pixels or of ``size**2``.
 
     Args:
         rgba: ``uint8 [H, W, 4]`` (from :func:`read_rgba`).
@@ -93,31 +186,199 @@ def to_model_input(
     """
     if rgba.ndim != 3 or rgba.shape[2] != 4:
         raise ValueError(f"expected uint8 [H, W, 4], got {rgba.shape}")
-    # round(rgb * a + bg * (1 - a)) per channel, in Pillow's C code: bit for bit
-    # what the float formula gives (a test holds it to that), 4x faster.
-    image = Image.fromarray(np.ascontiguousarray(rgba, dtype=np.uint8), mode="RGBA")
-    backdrop = Image.new("RGBA", image.size, (*(int(c) for c in background), 255))
-    rgb = np.asarray(Image.alpha_composite(backdrop, image).convert("RGB"))
-
-    height, width = rgb.shape[:2]
+    if not all(0.0 <= float(o) <= 1.0 for o in offset):
+        raise ValueError(f"offset must lie in [0, 1], got {offset}")
+    bg = tuple(int(c) for c in background)
+    height, width = rgba.shape[:2]
     side = max(height, width)
-    if height != width:
-        square = np.empty((side, side, 3), dtype=np.uint8)
-        square[...] = np.asarray(background, dtype=np.uint8)
-        top, left = (side - height) // 2, (side - width) // 2
-        square[top : top + height, left : left + width] = rgb
-        rgb = square
-
     crop = max(1, min(side, int(round(side * crop_fraction))))
-    x0 = int(round((side - crop) * float(offset[0])))
-    y0 = int(round((side - crop) * float(offset[1])))
-    rgb = rgb[y0 : y0 + crop, x0 : x0 + crop]
+    # The crop window in the padded square, then in the image's own coordinates.
+    top = int(round((side - crop) * float(offset[1]))) - (side - height) // 2
+    left = int(round((side - crop) * float(offset[0]))) - (side - width) // 2
+    y0, y1 = max(top, 0), min(top + crop, height)
+    x0, x1 = max(left, 0), min(left + crop, width)
+    if y0 >= y1 or x0 >= x1:  # the crop holds only padding
+        return _filled((size, size, 3), bg)
+
+    part = _composite(rgba[y0:y1, x0:x1], bg)
+    at = [y0 - top, x0 - left]  # where the part sits in the crop
     if flip:
-        rgb = rgb[:, ::-1]
-    if rgb.shape[0] != size:
-        rgb = np.asarray(
-            Image.fromarray(np.ascontiguousarray(rgb)).resize(
-                (size, size), Image.Resampling.LANCZOS, reducing_gap=None
-            )
-        )
-    return np.ascontiguousarray(rgb, dtype=np.uint8)
+        part = part.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        at[1] = crop - at[1] - part.width
+    if part.size == (crop, crop):  # a square image: no padding in the crop
+        if crop != size:
+            part = part.resize((size, size), Image.Resampling.LANCZOS, reducing_gap=None)
+        return np.asarray(part)
+    canvas = _filled((size, size, 3), bg)
+    if crop == size:
+        canvas[at[0] : at[0] + part.height, at[1] : at[1] + part.width] = np.asarray(part)
+        return canvas
+
+    # Pillow resizes in two passes, horizontal then vertical, rounding to 8 bits
+    # in between; doing the same pass by pass gives the same pixels. Outside the
+    # span each pass returns, the padded crop resizes to the background itself.
+    rows, cols = part.height, part.width
+    spans = [_span(at[0], rows, crop, size), _span(at[1], cols, crop, size)]
+    pixels: Image.Image | np.ndarray = part
+    order = (1, 0)
+    if rows * (spans[1][1] - spans[1][0]) > 2 * max(rows * cols, size * size):
+        # A sliver a few pixels wide and very tall: horizontal first would widen
+        # every row to the filter's reach; the other order keeps buffers small
+        # (and may round 1 level differently).
+        order = (0, 1)
+    for axis in order:
+        first, last = spans[axis]
+        pixels = _resize_axis(pixels, axis, at[axis], crop, size, first, last, bg)
+        at[axis] = first
+    canvas[at[0] : at[0] + pixels.shape[0], at[1] : at[1] + pixels.shape[1]] = pixels
+    return canvas
+
+
+def _composite(rgba: np.ndarray, background: tuple[int, int, int]) -> Image.Image:
+    """RGB of ``rgba`` over the background: round(rgb * a + bg * (1 - a)) per
+    channel, in Pillow's C code, bit for bit what the float formula gives (a
+    test holds it to that), 4x faster."""
+    image = Image.fromarray(np.ascontiguousarray(rgba, dtype=np.uint8))
+    backdrop = Image.new("RGBA", image.size, (*background, 255))
+    return Image.alpha_composite(backdrop, image).convert("RGB")
+
+
+def _span(start: int, count: int, length: int, out_size: int) -> tuple[int, int]:
+    """Outputs ``[first, last)`` of a LANCZOS resize of ``length`` samples to
+    ``out_size`` whose support reaches samples ``[start, start + count)``."""
+    if start == 0 and count == length:
+        return 0, out_size
+    first_in, ends = _windows(length, out_size, np.arange(out_size))
+    reach = (first_in < start + count) & (ends > start)
+    hits = np.flatnonzero(reach)
+    return int(hits[0]), int(hits[-1]) + 1
+
+
+def _windows(length: int, out_size: int, outputs: np.ndarray):
+    """Pillow's input window ``[xmin, xmax)`` for each output (precompute_coeffs)."""
+    scale, support, _ = _geometry(length, out_size)
+    center = (outputs + 0.5) * scale
+    xmin = np.maximum((center - support + 0.5).astype(np.int64), 0)
+    xmax = np.minimum((center + support + 0.5).astype(np.int64), length)
+    return xmin, xmax
+
+
+def _geometry(length: int, out_size: int) -> tuple[float, float, float]:
+    # Pillow passes the box as C floats, so the input length is a float32 first.
+    scale = float(np.float32(length)) / out_size
+    filterscale = max(scale, 1.0)
+    return scale, 3.0 * filterscale, filterscale
+
+
+def _lanczos(x: np.ndarray) -> np.ndarray:
+    """Pillow's LANCZOS kernel: sinc(x) * sinc(x / 3) on [-3, 3)."""
+
+    def sinc(t: np.ndarray) -> np.ndarray:
+        y = np.where(t == 0.0, 1.0, t * math.pi)
+        return np.where(t == 0.0, 1.0, np.sin(y) / y)
+
+    return np.where((x >= -3.0) & (x < 3.0), sinc(x) * sinc(x / 3), 0.0)
+
+
+def _weights(length: int, out_size: int, outputs: np.ndarray):
+    """Pillow's fixed-point LANCZOS weights for ``outputs``: (first input of each
+    window, weights ``int64 [len(outputs), ksize]``, zero past each window)."""
+    scale, support, filterscale = _geometry(length, out_size)
+    ksize = int(math.ceil(support)) * 2 + 1
+    center = (outputs + 0.5) * scale
+    xmin, xmax = _windows(length, out_size, outputs)
+    index = xmin[:, None] + np.arange(ksize)
+    inside = index < xmax[:, None]
+    w = np.where(inside, _lanczos((index - center[:, None] + 0.5) * (1.0 / filterscale)), 0.0)
+    total = np.cumsum(w, axis=1)[:, -1:]  # summed in order, as the C loop does
+    w = np.divide(w, total, out=w, where=total != 0.0) * float(1 << _PRECISION_BITS)
+    return xmin, np.trunc(np.where(w < 0.0, w - 0.5, w + 0.5)).astype(np.int64)
+
+
+def _resize_axis(
+    pixels: Image.Image | np.ndarray,
+    axis: int,
+    start: int,
+    length: int,
+    out_size: int,
+    first: int,
+    last: int,
+    background: tuple[int, int, int],
+) -> np.ndarray:
+    """One of Pillow's LANCZOS passes along ``axis``, over lines of ``length``
+    samples that hold ``pixels`` at ``[start, start + n)`` and the background
+    elsewhere: outputs ``[first, last)`` of each line, ``uint8``."""
+    if isinstance(pixels, Image.Image):
+        if start == 0 and pixels.size[1 - axis] == length:  # no padding on this axis
+            return _pillow_pass(pixels, axis, out_size)
+        pixels = np.asarray(pixels)
+    count = pixels.shape[axis]
+    if start == 0 and count == length:
+        return _pillow_pass(pixels, axis, out_size)
+    if 4 * count >= length:
+        # Mostly image: let Pillow resize the padded lines, a bounded batch at a time.
+        batch = max(1, _BATCH_PIXELS // length)
+        other = pixels.shape[1 - axis]
+        parts = []
+        for i in range(0, other, batch):
+            if axis == 1:  # rows of the crop, padded left and right
+                chunk = pixels[i : i + batch]
+                padded = _filled((len(chunk), length, 3), background)
+                padded[:, start : start + count] = chunk
+            else:  # columns, padded above and below
+                chunk = pixels[:, i : i + batch]
+                padded = _filled((length, chunk.shape[1], 3), background)
+                padded[start : start + count] = chunk
+            parts.append(_pillow_pass(padded, axis, out_size))
+        resized = np.concatenate(parts, axis=1 - axis)
+        return resized[first:last] if axis == 0 else resized[:, first:last]
+
+    # A sliver: Pillow's weights for the image's samples go into a matrix, the
+    # padding's share of each output is background * (the sum of the rest).
+    outputs = np.arange(first, last)
+    kernel = np.zeros((len(outputs), count), dtype=np.int64)
+    padding = np.zeros(len(outputs), dtype=np.int64)
+    support = _geometry(length, out_size)[1]
+    step = max(1, _BATCH_PIXELS // (int(math.ceil(support)) * 2 + 1))
+    for i in range(0, len(outputs), step):
+        xmin, w = _weights(length, out_size, outputs[i : i + step])
+        j = xmin[:, None] + np.arange(w.shape[1]) - start
+        ours = (j >= 0) & (j < count)
+        padding[i : i + step] = np.where(ours, 0, w).sum(axis=1)
+        r, c = np.nonzero(ours)
+        kernel[i + r, j[r, c]] = w[r, c]
+    lines = np.moveaxis(pixels, axis, 0)
+    other = lines.shape[1]
+    lines = lines.reshape(count, other * 3)  # [sample, (position on the other axis, channel)]
+    reach = [np.flatnonzero(kernel[:, j]) for j in range(count)]
+    out = np.empty((len(outputs), other * 3), dtype=np.uint8)
+    batch = min(other, max(1, _BATCH_PIXELS // len(outputs))) * 3
+    colour = np.tile(np.asarray(background, dtype=np.int64), batch // 3)
+    for o in range(0, other * 3, batch):
+        span = lines[:, o : o + batch]
+        acc = np.outer(padding, colour[: span.shape[1]])
+        acc += 1 << (_PRECISION_BITS - 1)
+        for j, ks in enumerate(reach):  # each sample reaches a few consecutive outputs
+            if len(ks):
+                k0, k1 = ks[0], ks[-1] + 1
+                acc[k0:k1] += kernel[k0:k1, j, None] * span[j]
+        out[:, o : o + batch] = np.clip(acc >> _PRECISION_BITS, 0, 255)
+    return np.moveaxis(out.reshape(len(outputs), other, 3), 0, axis)
+
+
+def _filled(shape: tuple[int, int, int], background: tuple[int, int, int]) -> np.ndarray:
+    """``uint8 [h, w, 3]`` of the background colour (row by row: numpy fills a
+    3-byte pattern pixel by pixel, 20x slower)."""
+    out = np.empty(shape, dtype=np.uint8)
+    out[0] = np.asarray(background, dtype=np.uint8)
+    out[1:] = out[0]
+    return out
+
+
+def _pillow_pass(pixels: Image.Image | np.ndarray, axis: int, out_size: int) -> np.ndarray:
+    """Pillow's LANCZOS resize of an RGB image along one axis only."""
+    if not isinstance(pixels, Image.Image):
+        pixels = Image.fromarray(np.ascontiguousarray(pixels))
+    cols, rows = pixels.size
+    shape = (out_size, rows) if axis == 1 else (cols, out_size)
+    return np.asarray(pixels.resize(shape, Image.Resampling.LANCZOS, reducing_gap=None))
