@@ -137,7 +137,7 @@ def parse_args(argv: list[str]) -> JobConfig:
         args.input, args.output = str(DEMO_INPUT), str(DEMO_OUTPUT)
     if not args.input or not args.output:
         parser.error("--input and --output are both required (or give no arguments for the demo)")
-    args.output = args.output.rstrip("/")
+    args.output = args.output.rstrip("/") or args.output
     # None is every such field's own default (storage_options' is a fresh dict)
     given = {name: getattr(args, name) for name in DEFAULTS}
     config = JobConfig(**{k: v for k, v in given.items() if v is not None})

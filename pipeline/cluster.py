@@ -109,8 +109,14 @@ def plan_actors(
     actors: tuple[int, int] | None, gpus_per_actor: float | None, cpus_per_actor: float
 ) -> ActorPool:
     """The actor pool for the connected cluster: the user's choices where given,
-    else one actor per GPU (with GPUs) or per two CPUs (without), at least one.
-    Warns when the actors would leave no CPU for reading and decoding."""
+    else as many actors as the GPUs (with GPUs) or the CPUs allow, always
+    leaving one CPU for reading, decoding and writing. A pool that would not
+    leave it is sized down, and says so; one actor that cannot fit is refused
+    (a job must never wait for resources it cannot get).
+
+    Raises:
+        SetupError: not even one actor fits.
+    """
     import ray
 
     resources = ray.cluster_resources()
@@ -120,18 +126,31 @@ def plan_actors(
     if gpus is None:
         gpus = 1.0 if cluster_gpus > 0 else 0.0
     cpus = cpus_per_actor
+    if gpus > 0 and gpus > cluster_gpus:
+        raise SetupError(
+            f"--gpus-per-actor {gpus:g} asks for more GPUs than the cluster has "
+            f"({cluster_gpus:g}); lower it, or add GPU nodes"
+        )
+    # Reading, decoding and writing need at least one CPU beside the actors.
+    room = int((cluster_cpus - 1) // cpus) if cluster_cpus > cpus else 0
+    if gpus > 0:
+        room = min(room, int(cluster_gpus // gpus))
+    if room < 1:
+        raise SetupError(
+            f"one model actor with --cpus-per-actor {cpus:g} leaves no CPU of the cluster's "
+            f"{cluster_cpus:g} for reading and decoding; lower --cpus-per-actor"
+        )
     if actors is None:
-        if gpus > 0:
-            actors = (1, max(1, int(cluster_gpus // gpus)))
-        else:
-            actors = (1, max(1, int(cluster_cpus // (2 * cpus))))
-    if actors[0] * cpus >= cluster_cpus:
+        # one actor per GPU, or per two CPUs: decoding needs about as many CPUs as the model
+        most = int(cluster_gpus // gpus) if gpus > 0 else int(cluster_cpus // (2 * cpus))
+        actors = (1, max(1, min(room, most)))
+    elif actors[1] > room:
         print(
-            f"warning: {actors[0]} actor(s) x {cpus} CPU leave no CPU of {cluster_cpus:g} for "
-            "reading and decoding; the job can only progress if the cluster autoscales. "
-            "Lower --actors or --cpus-per-actor.",
+            f"warning: --actors {actors[0]},{actors[1]} x {cpus:g} CPU would leave no CPU of "
+            f"{cluster_cpus:g} for reading and decoding; running at most {room} actor(s)",
             file=sys.stderr,
         )
+        actors = (min(actors[0], room), room)
     return ActorPool(gpus=gpus, cpus=cpus, min_actors=actors[0], max_actors=actors[1])
 
 

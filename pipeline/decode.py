@@ -25,10 +25,16 @@ from model.images import (
 )
 from model.voxels import VOXEL_BYTES
 from pipeline.layout import FAILED, MANIFEST_SCHEMA, OK
+from pipeline.plan import READ_ERROR
 
 # 64 MiB of encoded images in one row: ~6000 catalog photos of ~10 kB. A row is
 # decoded by one task; a bigger one is refused before any view is decoded.
 MAX_ROW_BYTES: int = 64 * 1024**2
+
+# The longest object_id kept: a shard stores its ids as one fixed-width numpy
+# string array, so one long id widens every id of its shard (1024 ids of this
+# length take 64 MiB in the write task). Longer ids are failed rows.
+MAX_ID_CHARS = 16384
 
 # Columns the job reads from the input; everything else scalar is carried.
 INPUT_COLUMNS = ("object_id", "views", "voxels")
@@ -149,14 +155,23 @@ def decode_batch(batch: pa.Table, config: DecodeConfig) -> pa.Table:
             ids[i] if ids[i] is not None else row_key(None, views_col[i].as_py(), voxels_in[i])
             for i in range(n)
         ]
+    read_errors = (
+        batch.column(READ_ERROR).to_pylist() if READ_ERROR in batch.column_names else [None] * n
+    )
     statuses, errors, pixels, used, given, voxels = [], [], [], [], [], []
     for i in range(n):
         status, error, px, n_used, n_given, vox = OK, None, None, None, None, None
         try:
+            if read_errors[i] is not None:
+                raise DecodeError(read_errors[i])
             views = views_col[i].as_py()
             n_given = len(views) if views is not None else 0
             if ids[i] is None:
                 raise DecodeError("object_id is null")
+            if len(ids[i]) > MAX_ID_CHARS:
+                raise DecodeError(
+                    f"object_id has {len(ids[i])} characters, over the limit of {MAX_ID_CHARS}"
+                )
             check_voxels(voxels_in[i])
             array, n_given = decode_views(views, config)
             px, n_used, vox = array.tobytes(), int(array.shape[0]), voxels_in[i]
@@ -181,7 +196,7 @@ def decode_batch(batch: pa.Table, config: DecodeConfig) -> pa.Table:
         "voxels": pa.array(voxels, pa.binary()),
     }
     for name in carried_columns(batch.schema):
-        if name != "row_key":  # the reader's key (an input's own is input_row_key by then)
+        if name not in ("row_key", READ_ERROR):  # the reader's (an input's own is input_*)
             columns[carried_name(name)] = batch.column(name)
     return pa.table(columns)
 

@@ -83,6 +83,49 @@ def join(url: str, *parts: str) -> str:
     return out
 
 
+def location(url: str) -> str:
+    """A URL in one form for comparing locations: ``scheme://path`` without a
+    trailing slash; local paths made absolute and normalised (``file://`` and
+    ``local://`` are local paths)."""
+    scheme, _, rest = url.partition("://") if "://" in url else ("", "", url)
+    if scheme in ("", "file", "local"):
+        return "file://" + os.path.normpath(os.path.abspath(rest or "."))
+    if scheme == "s3a":
+        scheme = "s3"
+    return f"{scheme}://{posixpath.normpath(rest).rstrip('/')}"
+
+
+def overlap_problems(input_url: str, output_url: str) -> list[str]:
+    """Why an output cannot go where it was asked: empty, a filesystem root, a
+    bucket's root, or equal to, inside or around the input (a rerun would read
+    its own manifests as input, or write among the input's files)."""
+    if not output_url.strip():
+        return ["--output is empty: give a folder for the results"]
+    out = location(output_url)
+    path = out.split("://", 1)[1]
+    if path in ("/", "") or (not out.startswith("file://") and "/" not in path):
+        return [
+            f"--output {output_url} is the root of a filesystem or bucket: "
+            "give a folder of its own, e.g. s3://bucket/grids/run-1"
+        ]
+    if not input_url:
+        return []
+    inp = location(input_url)
+    if out == inp:
+        return [f"--output {output_url} is the input: write the results to a folder of their own"]
+    if out.startswith(inp + "/"):
+        return [
+            f"--output {output_url} is inside the input {input_url}: a rerun would read the "
+            "results as input. Write them outside the input folder"
+        ]
+    if inp.startswith(out + "/"):
+        return [
+            f"--output {output_url} contains the input {input_url}: the results would be "
+            "written among the input files. Write them to a folder of their own"
+        ]
+    return []
+
+
 def storage_options(url: str, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """fsspec options for ``url``: S3 settings from the standard AWS variables,
     overridden by ``extra`` (``--storage-options``).
@@ -233,6 +276,17 @@ def list_files(url: str, suffix: str = "", options: Mapping[str, Any] | None = N
         if e.get("type") == "file" and e["name"].endswith(suffix)
     )
     return [join(url, name) for name in names if not name.startswith(".")]
+
+
+def list_names(url: str, options: Mapping[str, Any] | None = None) -> list[str]:
+    """Names of the files and folders directly under ``url`` (none if it does
+    not exist), sorted."""
+    fs, path = filesystem(url, options)
+    try:
+        entries = fs.ls(path, detail=False, refresh=True) if is_remote(url) else fs.ls(path, False)
+    except FileNotFoundError:
+        return []
+    return sorted(posixpath.basename(e.rstrip("/")) for e in entries)
 
 
 def find_files(url: str, suffix: str, options: Mapping[str, Any] | None = None) -> list[str]:

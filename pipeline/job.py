@@ -12,6 +12,7 @@ one-shot task, and the model itself lives only in the actors.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -22,7 +23,7 @@ from model.images import MAX_PIXELS
 from model.voxels import THRESHOLD
 from pipeline import cluster, index, inputs, io, plan, progress, resume, summary
 from pipeline.decode import MAX_ROW_BYTES, DecodeConfig
-from pipeline.layout import SUCCESS
+from pipeline.layout import INDEX, LEASE, MANIFESTS, RUNS, SHARDS, SUCCESS
 from pipeline.lease import Lease, LeaseHeld
 
 # Exit codes: 0 every row accounted for; 1 the run could not finish (rerun to
@@ -116,6 +117,9 @@ class JobConfig:
             found.append("--cpus-per-actor must be > 0")
         if self.io_retry_seconds < 0:
             found.append("--io-retry-seconds must be >= 0")
+        if self.gpus_per_actor is not None and self.gpus_per_actor < 0:
+            found.append("--gpus-per-actor must be >= 0")
+        found += io.overlap_problems(self.input, self.output)
         return found
 
     def options(self, url: str) -> dict[str, Any]:
@@ -148,8 +152,11 @@ def preflight(config: JobConfig) -> Preflight:
     out_options = config.options(config.output)
     scan = scan_input(config.input, in_options, config.skip_bad_files)
     try:
+        check_output(config.output, out_options)
         committed = resume.load_committed(config.output, out_options)
         previous = summary.read_success(config.output, out_options)
+    except ForeignOutput:
+        raise
     except Exception as exc:
         raise io.explain(exc, config.output, "output", out_options) from None
     files = [plan.InputFile(f.url, f.size, f.version or "", f.row_groups) for f in scan.usable]
@@ -166,6 +173,43 @@ def preflight(config: JobConfig) -> Preflight:
         if not found:
             raise io.StorageError(f"cannot use model {config.model}: it does not exist.")
     return Preflight(scan=scan, committed=committed, read_plan=read_plan, previous=previous)
+
+
+class ForeignOutput(io.StorageError):
+    """The output folder holds files that look like results but are not voxray's."""
+
+
+# What a voxray output holds at its top level; anything else that looks like
+# data (another tool's _SUCCESS, Parquet or npz files, part-* files) is foreign.
+OUTPUT_NAMES = {SUCCESS, LEASE, SHARDS, MANIFESTS, INDEX, RUNS}
+LOOKS_LIKE_DATA = (".parquet", ".npz", ".csv", ".json", ".crc", ".orc", ".avro")
+
+
+def check_output(output: str, options: dict[str, Any]) -> None:
+    """Refuse an output folder that holds another tool's results.
+
+    Raises:
+        ForeignOutput: naming the files that are not voxray's.
+    """
+    foreign = [
+        name
+        for name in io.list_names(output, options)
+        if name not in OUTPUT_NAMES
+        and (name.endswith(LOOKS_LIKE_DATA) or name.startswith(("part-", "_")))
+    ]
+    success = io.join(output, SUCCESS)
+    if io.exists(success, options):
+        try:
+            if "model" not in json.loads(io.read_bytes(success, options)):
+                raise ValueError
+        except ValueError:
+            foreign.insert(0, f"{SUCCESS} (not voxray's summary)")
+    if foreign:
+        raise ForeignOutput(
+            f"cannot use output {output}: it holds files that are not voxray's "
+            f"({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}). Write the "
+            "results to an empty folder, or to an output an earlier voxray run wrote."
+        )
 
 
 def scan_input(url: str, options: dict[str, Any], skip_bad_files: bool = False) -> inputs.Scan:

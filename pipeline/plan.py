@@ -31,6 +31,7 @@ Ranges = list[list[int]]  # sorted, disjoint [start, stop) row ranges of one fra
 Coverage = dict[str, Ranges]  # fragment key -> committed row ranges
 
 COVERAGE_KEY = b"voxray.rows"  # a manifest's (and index part's) Parquet metadata
+READ_ERROR = "read_error"  # the reader's column: why a row's data could not be read
 
 
 class InputChanged(RuntimeError):
@@ -194,9 +195,12 @@ def read_fragment(
     retry_seconds: float = io.RETRY_SECONDS,
 ) -> Iterator[pa.Table]:
     """The fragment's rows that are not committed, as tables of at most
-    ``batch_rows`` rows with a ``row_key`` column. A transient storage error
-    (an outage, throttling) re-opens the file and carries on after the rows
-    already given, for at most ``retry_seconds``."""
+    ``batch_rows`` rows with a ``row_key`` and a ``read_error`` column. A
+    transient storage error (an outage, throttling) re-opens the file and
+    carries on after the rows already given, for at most ``retry_seconds``. A
+    row group that cannot be read (a corrupt page the footer did not show)
+    gives its remaining rows as rows without data whose ``read_error`` says
+    why: they become failed manifest rows, and the other fragments go on."""
     from pipeline import inputs
 
     given = 0  # rows of the fragment already looked at
@@ -217,15 +221,36 @@ def read_fragment(
                 if position >= fragment.rows:
                     return
             return
+        except inputs.InputReadError as exc:
+            if io.is_transient(exc) and time.monotonic() <= deadline:
+                time.sleep(1.0)
+                continue
+            if io.is_transient(exc):
+                raise
+            for first in range(given, fragment.rows, batch_rows):
+                stop = min(first + batch_rows, fragment.rows)
+                nulls = pa.table([pa.nulls(stop - first, f.type) for f in columns], schema=columns)
+                table = _rows(fragment, nulls, first, first, stop, str(exc))
+                if table is not None:
+                    yield table
+            return
         except Exception as exc:
             if not io.is_transient(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(1.0)
 
 
-def _rows(fragment: Fragment, batch: pa.Table, start: int, first: int, stop: int):
+def _rows(
+    fragment: Fragment,
+    batch: pa.Table,
+    start: int,
+    first: int,
+    stop: int,
+    error: str | None = None,
+):
     """Rows ``first..stop`` of the fragment (``batch`` starts at row ``start``)
-    that are not committed, with their row keys; None when there are none."""
+    that are not committed, with their row keys and ``error`` as their
+    ``read_error``; None when there are none."""
     if not fragment.done:
         rows = list(range(first, stop))
         table = batch.slice(first - start, stop - first)
@@ -239,7 +264,8 @@ def _rows(fragment: Fragment, batch: pa.Table, start: int, first: int, stop: int
             ["input_row_key" if c == "row_key" else c for c in table.column_names]
         )
     keys = pa.array([f"{fragment.key}:{r}" for r in rows], pa.string())
-    return table.append_column("row_key", keys)
+    errors = pa.array([error] * len(rows), pa.string())
+    return table.append_column("row_key", keys).append_column(READ_ERROR, errors)
 
 
 def groups(fragments: list[Fragment], parallelism: int) -> list[list[Fragment]]:
