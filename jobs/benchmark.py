@@ -465,9 +465,9 @@ SCALE_GROUP_ROWS = 1024  # input rows per row group (one fragment each)
 SCALE_FILE_GROUPS = 64  # row groups per input file
 
 
-def scale_catalog(root: str, committed: int, options: dict) -> list[str]:
+def scale_catalog(root: str, committed: int, options: dict, fresh: int = SCALE_FRESH) -> list[str]:
     """An input of ``committed`` rows with placeholder views (never decoded),
-    then SCALE_FRESH rows of real procedural objects, in separate files."""
+    then ``fresh`` rows of real procedural objects, in a file of their own."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -489,7 +489,7 @@ def scale_catalog(root: str, committed: int, options: dict) -> list[str]:
     real = [shapes.generate_object(SEED, i, views=5) for i in range(50)]
     rows = [
         {"object_id": f"fresh-{i:06d}", "views": real[i % 50]["views"], "category": "sofa"}
-        for i in range(SCALE_FRESH)
+        for i in range(fresh)
     ]
     with fs.open(f"{base}/zz-fresh.parquet", "wb") as out:
         pq.write_table(pa.Table.from_pylist(rows), out, row_group_size=SCALE_GROUP_ROWS)
@@ -632,7 +632,7 @@ def bench_scale(args: argparse.Namespace) -> dict:
     try:
         n = args.committed
         input_url, output = io.join(root, "catalog"), io.join(root, "output")
-        urls = scale_catalog(input_url, n, options)
+        urls = scale_catalog(input_url, n, options, args.fresh)
         files = inputs.scan(urls, io.storage_options(input_url, options)).files
         made = scale_output(output, files, n, io.storage_options(output, options))
         planned = _plan_in_fresh_process(input_url, output, options)
@@ -750,6 +750,62 @@ def _start_moto():
     return server, {}, "s3://voxray-scale"
 
 
+def bench_scan(args: argparse.Namespace) -> dict:
+    """The input pre-flight: list ``--files`` small Parquet files and read every
+    footer (``pipeline.inputs.scan``), in a fresh process, as the job's driver
+    does before Ray starts: seconds, and that process's peak RSS."""
+    import subprocess
+    import tempfile
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline import io
+
+    moto = None
+    if args.s3:
+        moto, _, root = _start_moto()
+    else:
+        root = tempfile.mkdtemp(prefix="voxray-scan-")
+    try:
+        buffer = BytesIO()
+        table = pa.table({"object_id": ["a", "b", "c", "d"], "views": [[b"x"]] * 4, "sku": [1] * 4})
+        pq.write_table(table, buffer)
+        data = buffer.getvalue()
+        for i in range(args.files):
+            io.write_bytes(io.join(root, "catalog", f"part-{i:06d}.parquet"), data)
+        code = f"""
+import json, sys, time
+sys.path.insert(0, {str(REPO)!r})
+from pipeline import inputs, io
+t = time.perf_counter()
+files = io.find_files({io.join(root, "catalog")!r}, ".parquet", {{}})
+listed = time.perf_counter() - t
+scan = inputs.scan(files, io.storage_options({root!r}))
+peak = [int(x.split()[1]) for x in open("/proc/self/status") if x.startswith("VmHWM")][0]
+print(json.dumps({{"list_s": listed, "scan_s": time.perf_counter() - t - listed,
+                  "usable": len(scan.usable), "peak_rss_mib": peak / 1024}}))
+"""
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+        )
+        measured = json.loads(out.stdout.strip().splitlines()[-1])
+        return {
+            "files": args.files,
+            "storage": "s3 (moto)" if args.s3 else "local",
+            "list_s": round(measured["list_s"], 2),
+            "scan_s": round(measured["scan_s"], 2),
+            "ms_per_file": round(1000 * measured["scan_s"] / args.files, 3),
+            "usable": measured["usable"],
+            "driver_peak_rss_mib": round(measured["peak_rss_mib"], 1),
+        }
+    finally:
+        if moto is not None:
+            moto.terminate()
+            moto.wait(10)
+
+
 def main(argv: list[str] | None = None) -> int:
     from model.defaults import BATCH_SIZE
     from pipeline.job import JobConfig
@@ -800,7 +856,12 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("scale", help="resume, index and grid access with N rows committed")
     c.add_argument("--committed", type=int, default=100_000, help="rows already committed")
     c.add_argument("--s3", action="store_true", help="on a moto S3 server on loopback")
+    c.add_argument("--fresh", type=int, default=SCALE_FRESH, help="rows left to do (decoded)")
     c.add_argument("--json", action="store_true", help="last line printed is JSON")
+    n = sub.add_parser("scan", help="the input pre-flight: every footer of N small files")
+    n.add_argument("--files", type=int, default=10_000)
+    n.add_argument("--s3", action="store_true", help="on a moto S3 server on loopback")
+    n.add_argument("--json", action="store_true", help="last line printed is JSON")
     d = sub.add_parser("decode", help="views decoded per second on one core")
     d.add_argument("--catalog", default="", help="a local Parquet folder; default: procedural")
     d.add_argument("--objects", type=int, default=200)
@@ -813,6 +874,8 @@ def main(argv: list[str] | None = None) -> int:
         result = bench_decode(args)
     elif args.what == "scale":
         result = bench_scale(args)
+    elif args.what == "scan":
+        result = bench_scan(args)
     elif args.what in ("model", "train"):
         if args.runs < 5:
             parser.error("--runs must be at least 5 for a meaningful median")

@@ -10,6 +10,9 @@ from pathlib import Path
 
 # The weights voxray ships (trained `compact-wide`, see docs/model-card.md).
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "compact-wide.keras"
+# Their id (model.saving.model_id), so that the job's driver knows it without
+# loading them (tests/test_train.py holds the two together).
+DEFAULT_MODEL_ID = "compact-wide-e44568db0276"
 
 # Objects per forward pass unless a caller says otherwise (the job's --batch-size).
 BATCH_SIZE = 16

@@ -18,7 +18,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from model.defaults import BATCH_SIZE, DEFAULT_WEIGHTS
+from model.defaults import BATCH_SIZE, DEFAULT_MODEL_ID, DEFAULT_WEIGHTS
 from model.images import MAX_PIXELS
 from model.voxels import THRESHOLD
 from pipeline import cluster, index, inputs, io, plan, progress, resume, summary
@@ -370,7 +370,13 @@ def _run(config: JobConfig, found: Preflight, started: float) -> int:
             "are among them and are not read again"
         )
     if not read_plan.fragments:
-        return _nothing_to_do(config, found, started)
+        # No model is loaded for nothing: the shipped weights' id is known.
+        model_id = DEFAULT_MODEL_ID if not config.model else None
+        if model_id is None:
+            cluster.connect(verbose=config.verbose)
+            model_id = probe_model(config)["model_id"]
+        resume.check_model(config.output, committed, model_id, (found.previous or {}).get("model"))
+        return _nothing_to_do(config, found, started, model_id)
     cluster.connect(verbose=config.verbose)
     probed = probe_model(config)
     model_id = probed["model_id"]
@@ -424,16 +430,15 @@ def _run(config: JobConfig, found: Preflight, started: float) -> int:
     )
 
 
-def _nothing_to_do(config: JobConfig, found: Preflight, started: float) -> int:
-    """Every input row is committed: say so, load no model, keep the figures
+def _nothing_to_do(config: JobConfig, found: Preflight, started: float, model_id: str) -> int:
+    """Every input row is committed: say so, start no actor, keep the figures
     of the runs that did the work (``_SUCCESS`` is rewritten only if missing)."""
     print(f"nothing to do: all {found.read_plan.rows_total:,} input rows are committed")
-    models = sorted(found.committed.models)
     return _finish(
         config,
         found,
         started,
-        model_id=(found.previous or {}).get("model") or (models[0] if models else ""),
+        model_id=model_id,
         precision=None,
         rows_ok=0,
         rows_failed=0,

@@ -73,6 +73,29 @@ def test_marginal_rate_cancels_fixed_costs(monkeypatch, tmp_path):
     assert result["peak_mib"] == [50.0, 500.0]
 
 
+def test_scale_and_scan_benchmark_clis(tmp_path):
+    """The catalog-scale benchmark's keys, at a size a test affords."""
+    out = subprocess.run(
+        [sys.executable, "jobs/benchmark.py", "scale", "--committed", "3000", "--fresh", "20",
+         "--json"],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    for key in ("committed", "plan_s", "driver_peak_rss_mib", "decode_ratio", "status_count_s",
+                "grid_cold_ms", "grid_cold_bytes", "grids20_s"):  # fmt: skip
+        assert key in result, key
+    assert result["committed"] == 3000 and result["rows_todo"] == 20
+    assert result["status"]["rows_ok"] == 3000 and result["lookup_found"]
+    assert 0 < result["grid_cold_bytes"] < 64 * 1024
+    out = subprocess.run(
+        [sys.executable, "jobs/benchmark.py", "scan", "--files", "30", "--json"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1])["usable"] == 30
+
+
 def test_bad_benchmark_flags_are_refused():
     out = subprocess.run(
         [sys.executable, "jobs/benchmark.py", "pipeline", "--repeats", "0"],

@@ -13,10 +13,8 @@ folder, or in a moto server's bucket; the listing and the scan in a fresh proces
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -476,101 +474,3 @@ def test_an_unreachable_endpoint_is_a_storage_error_not_a_bad_file():
             read()
         assert io.is_transient(caught.value)
         assert f"while reading input {urls[0]} (row group 0)" in caught.value.__notes__
-
-
-# --- the scan's cost: python tests/test_inputs.py local|s3 N -----------------
-
-
-def _make_files(root: Path, n: int) -> list[Path]:
-    data = parquet_bytes(table(4, sku=pa.array(np.arange(4))))
-    paths = []
-    for i in range(n):
-        path = root / f"part={i % 100:02d}" / f"{i:06d}.parquet"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        paths.append(path)
-    return paths
-
-
-def _measure(url: str, threads: int, details: bool) -> None:
-    """List ``url`` and scan it, as the job's driver would; print the costs."""
-    import resource
-    import time
-
-    import psutil
-
-    mib = 2**20
-    before = psutil.Process().memory_info().rss
-    started = time.perf_counter()
-    if details:
-        fs, path = io.filesystem(url)
-        prefix = "s3://" if io.is_remote(url) else ""
-        found = fs.find(path, detail=True)
-        entries = {prefix + k: v for k, v in found.items() if k.endswith(".parquet")}
-        files = sorted(entries)
-    else:
-        entries, files = None, io.find_files(url, ".parquet")
-    listed = time.perf_counter() - started
-    started, cpu = time.perf_counter(), time.process_time()
-    scanned = inputs.scan(files, {}, threads=threads, details=entries)
-    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
-    after = psutil.Process().memory_info().rss
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(scanned.report(limit=3))
-    print(
-        f"listing {len(files)} files ({'with' if details else 'without'} details): "
-        f"{listed:.2f} s; scan, {threads} threads: {seconds:.2f} s "
-        f"({1e3 * seconds / len(files):.2f} ms/file, driver CPU {cpu:.2f} s); driver RSS "
-        f"{before / mib:.0f} MiB before, {after / mib:.0f} MiB after (scan result held), "
-        f"peak {peak / mib:.0f} MiB"
-    )
-
-
-def main(argv: list[str]) -> None:
-    import argparse
-    import subprocess
-    import tempfile
-
-    parser = argparse.ArgumentParser(description="Measure the input scan's cost.")
-    parser.add_argument("where", choices=["local", "s3"])
-    parser.add_argument("files", type=int)
-    parser.add_argument("--threads", type=int, default=32)
-    parser.add_argument("--details", action="store_true", help="pass the listing's details")
-    args = parser.parse_args(argv)
-    sys.path.insert(0, str(Path(__file__).parent))
-    from conftest import MotoServer, free_port
-
-    server = None
-    with tempfile.TemporaryDirectory() as tmp:
-        paths = _make_files(Path(tmp), args.files)
-        url = tmp
-        if args.where == "s3":
-            import boto3
-
-            server = MotoServer(free_port())
-            server.start()
-            os.environ.update(
-                AWS_ENDPOINT_URL=server.endpoint,
-                AWS_ACCESS_KEY_ID="bench",
-                AWS_SECRET_ACCESS_KEY="bench",
-                AWS_DEFAULT_REGION="us-east-1",
-            )
-            s3 = boto3.client("s3", endpoint_url=server.endpoint, region_name="us-east-1")
-            s3.create_bucket(Bucket="bench")
-            for p in paths:
-                s3.put_object(Bucket="bench", Key=str(p.relative_to(tmp)), Body=p.read_bytes())
-            url = "s3://bench/"
-        # A fresh process, so that its peak RSS is the listing's and the scan's.
-        code = (
-            "import sys; sys.path.insert(0, 'tests'); from test_inputs import _measure; "
-            f"_measure({url!r}, {args.threads}, {args.details})"
-        )
-        try:
-            subprocess.run([sys.executable, "-c", code], check=True)
-        finally:
-            if server is not None:
-                server.stop()
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

@@ -236,14 +236,17 @@ def test_unpack_voxels_round_trip():
 
 
 def test_shipped_weights_reconstruct_unseen_objects(labelled):
-    """The default weights: the file the README's model card describes, float32,
-    within the 25 MB budget, and they reconstruct objects of a seed no training,
-    validation or test set uses (13 objects, one per category)."""
-    from model import DEFAULT_WEIGHTS, build, load_default
+    """The default weights: the file the model card describes, float32, within
+    the 25 MB budget, with the id the TF-free code knows them by, and they
+    reconstruct objects of a seed no training, validation or test set uses (13
+    objects, one per category)."""
+    from model import DEFAULT_WEIGHTS, build, load_default, model_id
+    from model.defaults import DEFAULT_MODEL_ID
     from model.evaluate import evaluate
 
     assert DEFAULT_WEIGHTS.stat().st_size <= 25_000_000
     shipped = load_default()
+    assert model_id(shipped) == DEFAULT_MODEL_ID
     assert {w.dtype for w in shipped.weights} == {"float32"}
     assert [w.shape for w in shipped.weights] == [w.shape for w in build("compact-wide").weights]
     result = evaluate(shipped, labelled, views=(1, 5))
