@@ -59,17 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--cubes is for meshes; binvox holds the voxels themselves")
 
     output = results.Output(args.output, args.storage_options)
-    try:
-        rows = results.select_from_arguments(output, args)
-    except KeyError as exc:
-        print(f"voxray export: {exc.args[0]}", file=sys.stderr)
-        return 2
-    except ValueError as exc:
-        print(f"voxray export: {exc}", file=sys.stderr)
-        return 2
-    if rows.num_rows == 0:
-        print(f"voxray export: no row of {args.output} matches the selection", file=sys.stderr)
-        return 1
+    rows = results.select_for_command(output, args, "export")
+    if isinstance(rows, int):
+        return rows
 
     done = export.export(
         output, rows, args.out, args.format, args.cubes, args.threshold, args.storage_options

@@ -45,21 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     output = results.Output(args.output, args.storage_options, catalog=args.catalog)
-    try:
-        # a sheet of "everything" stops at SHEET_ROWS; ids and --worst N say how many
-        capped = not (args.summary or args.ids or args.worst is not None)
-        rows = results.select_from_arguments(
-            output, args, **({"limit": SHEET_ROWS} if capped else {})
-        )
-    except KeyError as exc:
-        print(f"voxray preview: {exc.args[0]}", file=sys.stderr)
-        return 2
-    except ValueError as exc:
-        print(f"voxray preview: {exc}", file=sys.stderr)
-        return 2
-    if rows.num_rows == 0:
-        print(f"voxray preview: no row of {args.output} matches the selection", file=sys.stderr)
-        return 1
+    # a sheet of "everything" stops at SHEET_ROWS; ids and --worst N say how many
+    capped = not (args.summary or args.ids or args.worst is not None)
+    rows = results.select_for_command(
+        output, args, "preview", **({"limit": SHEET_ROWS} if capped else {})
+    )
+    if isinstance(rows, int):
+        return rows
 
     if args.summary:
         png = preview.summary(rows, preview.summary_title(output))

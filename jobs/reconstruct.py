@@ -87,6 +87,11 @@ FLAGS: dict[str, tuple[dict, str]] = {
         "read around input files that cannot be read or whose columns do not fit the input "
         "contract (each is named in the summary) instead of stopping with exit 3",
     ),
+    "--stall-timeout": (
+        {"type": float, "metavar": "SECONDS"},
+        "replace a model actor whose batch has not finished for this long (a stuck or "
+        "paused process); Ray restarts it and its batch is retried",
+    ),
     "--verbose": (
         {"action": "store_true"},
         "show TensorFlow's, CUDA's and Ray Data's start-up logs and progress bars "

@@ -17,12 +17,9 @@ remove a manifest.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import posixpath
-import sys
-import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,7 +29,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import io, plan
+from pipeline import background, io, plan
 from pipeline.layout import FAILED, INDEX, MANIFEST_SCHEMA, MANIFESTS, OK
 
 MANIFESTS_KEY = b"voxray.manifests"  # an index part's metadata: the manifests it covers
@@ -182,10 +179,18 @@ def read_table(
     tables = _map(read, urls, threads)
     lacking = [u for u, t in zip(urls, tables, strict=True) if t is None]
     if lacking:  # rare: reruns that carried other columns
-        schema = pa.unify_schemas(_map(lambda u: _schema(u, options), urls), "permissive")
+        schema = pa.unify_schemas(
+            _map(lambda u: _schema(u, options), urls), promote_options="permissive"
+        )
         for position, url in enumerate(urls):
             if tables[position] is None:
-                table = _conform(_read(url, options), schema).filter(filters)
+                try:
+                    table = _conform(_read(url, options), schema).filter(filters)
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                    raise ValueError(
+                        f"cannot filter the manifests with {filters}: {exc}. "
+                        f"Their columns: {schema.names}"
+                    ) from None
                 keep = [c for c in (columns or schema.names) if c in table.column_names]
                 tables[position] = table.select(keep)
     table = pa.concat_tables(tables, promote_options="permissive")
@@ -214,27 +219,11 @@ def fold(output: str, options: Mapping[str, Any] | None = None) -> State:
     return State(output, parts, [])
 
 
-@contextlib.contextmanager
 def folding(output: str, options: Mapping[str, Any] | None = None, every: float = FOLD_SECONDS):
-    """Fold the output's new manifests every ``every`` seconds while the block
-    runs (the job's writes), in one background thread; a failed fold is
-    reported and tried again next time (the manifests are the record)."""
-    stop = threading.Event()
-
-    def loop() -> None:
-        while not stop.wait(every):
-            try:
-                fold(output, options)
-            except Exception as exc:
-                print(f"warning: folding the output index failed: {exc!r}"[:300], file=sys.stderr)
-
-    thread = threading.Thread(target=loop, name="voxray-index", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
+    """A context: fold the output's new manifests every ``every`` seconds while
+    the block runs (the job's writes); a failed fold is tried again next time
+    (the manifests are the record)."""
+    return background.every(every, lambda: fold(output, options), "index fold")
 
 
 def _groups(files: list[FileInfo]) -> list[list[FileInfo]]:

@@ -9,6 +9,7 @@ This module must never import TensorFlow at import time.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,6 +91,25 @@ def probe_model(model: str, storage_options: dict[str, Any]) -> dict[str, Any]:
     return {"model_id": str(reconstructor.model_id), "image_size": int(reconstructor.image_size)}
 
 
+def _register(stats: Any, precision: str) -> str:
+    """Tell the job's stats actor this actor's precision and handle (for the
+    stall check); returns the actor's id ("" outside a Ray actor)."""
+    if stats is None:
+        return ""
+    import os
+    import socket
+
+    import ray
+
+    context = ray.get_runtime_context()
+    actor = context.get_actor_id() or ""
+    where = f"pid {os.getpid()} on {socket.gethostname()}"
+    progress.tell(stats, "precision", precision)
+    if actor:
+        progress.tell(stats, "register", actor, context.current_actor, where)
+    return actor
+
+
 class Reconstruct:
     """The actor: predicts grids for the ``ok`` rows of a batch.
 
@@ -108,11 +128,19 @@ class Reconstruct:
                 f"{config.image_size}"
             )
         self.model_id = str(self.reconstructor.model_id)
-        progress.tell(config.stats, "precision", self.reconstructor.precision)
         # The first call traces the graph; pay for it here, not on the first batch.
         self.reconstructor.warm_up()
+        self.actor = _register(config.stats, self.reconstructor.precision)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        call = uuid.uuid4().hex
+        progress.tell(self.config.stats, "started", self.actor, call)
+        try:
+            return self._reconstruct(batch)
+        finally:
+            progress.tell(self.config.stats, "finished", self.actor, call)
+
+    def _reconstruct(self, batch: pa.Table) -> pa.Table:
         n = batch.num_rows
         status = batch.column("status").to_pylist()
         errors = batch.column("error").to_pylist()

@@ -39,6 +39,10 @@ ROWS_PER_BLOCK = 256
 # Two write tasks per CPU: they wait on storage more than they compute, and
 # each holds up to rows_per_shard rows, so more would only add memory.
 WRITE_CPUS = 0.5
+# A model actor that has not finished a batch for this long is replaced: a
+# batch of 16 objects takes well under a second on a GPU and a few on one CPU
+# core; a stuck process (a hung driver call, a paused container) never ends one.
+STALL_TIMEOUT = 300.0
 # Views a decode task reads per row at most; the manifest records how many were given.
 MAX_VIEWS = 24
 
@@ -69,6 +73,9 @@ class JobConfig:
         precision: "auto", "fp32" or "bf16".
         skip_bad_files: read around input files that cannot be read or whose
             columns do not fit (each is named in the summary) instead of stopping.
+        stall_timeout: seconds after which a model actor whose batch has not
+            finished (or, when no actor finishes one, that has finished none) is
+            replaced.
         verbose: let TensorFlow, CUDA and Ray Data print their start-up logs.
     """
 
@@ -91,6 +98,7 @@ class JobConfig:
     io_retry_seconds: float = io.RETRY_SECONDS
     precision: str = "auto"
     skip_bad_files: bool = False
+    stall_timeout: float = STALL_TIMEOUT
     verbose: bool = False
 
     def problems(self) -> list[str]:
@@ -117,6 +125,8 @@ class JobConfig:
             found.append("--cpus-per-actor must be > 0")
         if self.io_retry_seconds < 0:
             found.append("--io-retry-seconds must be >= 0")
+        if self.stall_timeout <= 0:
+            found.append("--stall-timeout must be > 0")
         if self.gpus_per_actor is not None and self.gpus_per_actor < 0:
             found.append("--gpus-per-actor must be >= 0")
         found += io.overlap_problems(self.input, self.output)

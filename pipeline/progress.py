@@ -1,18 +1,24 @@
-"""What a running job has done, for the people watching it: a small Ray actor
-that the write tasks tell how many rows each commit held and the model actors
-tell which precision they run at, and a thread in the driver that prints rows
-committed of rows to do, the rate and the time left every few seconds (on a
-terminal and in ``ray job logs`` alike: plain lines, no redrawing). This module
-must never slow a write down: a task that cannot reach the actor carries on.
+"""What a running job is doing, for the people watching it and for the job
+itself: a small Ray actor that the write tasks tell how many rows each commit
+held, and the model actors tell their precision and when each batch starts and
+ends; and a thread in the driver that prints rows committed of rows to do, the
+rate and the time left every few seconds (on a terminal and in ``ray job logs``
+alike: plain lines, no redrawing), and replaces a stalled model actor: one with
+a batch running longer than the stall timeout, or, when no actor has finished
+a batch for that long, every actor that has not. Ray restarts a killed actor
+and Ray Data retries its batch, as after a crash. This module must never slow a
+write down: a task that cannot reach the actor carries on.
 """
 
 from __future__ import annotations
 
 import contextlib
 import sys
-import threading
 import time
+from collections.abc import Iterator
 from typing import Any
+
+from pipeline import background
 
 PROGRESS_SECONDS = 5.0
 
@@ -24,6 +30,43 @@ class Stats:
         self.rows_ok = 0
         self.rows_failed = 0
         self.precisions: set[str] = set()
+        self.actors: dict[str, dict[str, Any]] = {}  # actor id -> handle, where, calls
+        self.last_batch = time.monotonic()  # when any actor last finished a batch
+
+    def register(self, actor: str, handle: Any, where: str) -> None:
+        now = time.monotonic()
+        self.actors[actor] = {"handle": handle, "where": where, "calls": {}, "done": now}
+
+    def started(self, actor: str, call: str) -> None:
+        if actor in self.actors:
+            self.actors[actor]["calls"][call] = time.monotonic()
+
+    def finished(self, actor: str, call: str) -> None:
+        now = time.monotonic()
+        self.last_batch = now
+        if actor in self.actors:
+            self.actors[actor]["calls"].pop(call, None)
+            self.actors[actor]["done"] = now
+
+    def stalled(self, timeout: float) -> list[dict[str, Any]]:
+        """The actors to replace (forgotten here: a restarted one registers again)."""
+        now = time.monotonic()
+        idle_pool = now - self.last_batch > timeout
+        out = []
+        for actor, state in list(self.actors.items()):
+            oldest = min(state["calls"].values(), default=None)
+            if oldest is not None and now - oldest > timeout:
+                reason = f"a batch has been running for {now - oldest:.0f} s"
+            elif idle_pool and now - state["done"] > timeout:
+                reason = f"no actor has finished a batch for {now - self.last_batch:.0f} s"
+            else:
+                continue
+            out.append({"actor": actor, "handle": state["handle"], "where": state["where"],
+                        "reason": reason})  # fmt: skip
+            del self.actors[actor]
+        if out:
+            self.last_batch = now  # give the restarted actors their time
+        return out
 
     def committed(self, ok: int, failed: int) -> None:
         self.rows_ok += ok
@@ -74,27 +117,40 @@ def line(done: int, todo: int, elapsed: float) -> str:
     return text
 
 
+def replace_stalled(stats: Any, timeout: float) -> None:
+    """Kill the actors that the stats actor finds stalled; Ray restarts them."""
+    import ray
+
+    for stalled in ray.get(stats.stalled.remote(timeout), timeout=30):
+        print(
+            f"warning: model actor {stalled['actor'][:12]} ({stalled['where']}) looks stalled: "
+            f"{stalled['reason']}, over --stall-timeout {timeout:g} s; replacing it",
+            file=sys.stderr,
+            flush=True,
+        )
+        with contextlib.suppress(Exception):
+            ray.kill(stalled["handle"], no_restart=False)
+
+
 @contextlib.contextmanager
-def reporting(stats: Any, todo: int, every: float = PROGRESS_SECONDS):
-    """Print a progress line every ``every`` seconds while the block runs."""
-    stop = threading.Event()
+def reporting(
+    stats: Any, todo: int, stall_timeout: float | None = None, every: float = PROGRESS_SECONDS
+) -> Iterator[None]:
+    """Print a progress line every ``every`` seconds while the block runs, and
+    replace stalled model actors (``stall_timeout`` None: never)."""
     started = time.monotonic()
+    last = [-1]
 
-    def loop() -> None:
-        last = -1
-        while not stop.wait(every):
-            with contextlib.suppress(Exception):
-                now = snapshot(stats)
-                done = now["rows_ok"] + now["rows_failed"]
-                if done != last:
-                    print(line(done, todo, time.monotonic() - started), flush=True)
-                    last = done
-        sys.stdout.flush()
+    def report() -> None:
+        now = snapshot(stats)
+        done = now["rows_ok"] + now["rows_failed"]
+        if done != last[0]:
+            print(line(done, todo, time.monotonic() - started), flush=True)
+            last[0] = done
 
-    thread = threading.Thread(target=loop, name="voxray-progress", daemon=True)
-    thread.start()
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(background.every(every, report, "progress report"))
+        if stall_timeout is not None:
+            check = lambda: replace_stalled(stats, stall_timeout)  # noqa: E731
+            stack.enter_context(background.every(every, check, "stall check"))
         yield
-    finally:
-        stop.set()
-        thread.join()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
@@ -571,6 +572,25 @@ def select_from_arguments(output: Output, args: argparse.Namespace, **defaults: 
         if chosen.get(key) is None:
             chosen[key] = value
     return output.select(**chosen)
+
+
+def select_for_command(
+    output: Output, args: argparse.Namespace, command: str, **defaults: Any
+) -> pa.Table | int:
+    """:func:`select_from_arguments` for a command line: the rows, or the exit
+    code after saying why there are none (2: a bad selection, 1: no match)."""
+    try:
+        rows = select_from_arguments(output, args, **defaults)
+    except KeyError as exc:
+        print(f"voxray {command}: {exc.args[0]}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"voxray {command}: {exc}", file=sys.stderr)
+        return 2
+    if rows.num_rows == 0:
+        print(f"voxray {command}: no row of {output.url} matches the selection", file=sys.stderr)
+        return 1
+    return rows
 
 
 # --- helpers -----------------------------------------------------------------

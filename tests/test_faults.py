@@ -285,6 +285,24 @@ def test_a_second_driver_on_a_held_output_is_refused(catalog, clean, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_stalled_model_actor_is_replaced(catalog, clean, tmp_path):
+    """An actor stopped mid-run (SIGSTOP, never continued) is found by the stall
+    check, replaced, and the job finishes with every row once."""
+    url, ids = catalog
+    output = str(tmp_path / "grids")
+    args = ["--input", url, "--output", output, *ARGS, "--stall-timeout", "20"]
+    with job(args) as run:
+        wait_for_commit(output, run)
+        actors = run.model_actors()
+        assert actors, run.output()[-4000:]
+        for actor in actors:
+            actor.suspend()  # SIGSTOP
+        assert run.wait() == 0, run.output()[-4000:]
+        assert "looks stalled" in run.output() and "replacing it" in run.output()
+    check_once_and_equal(output, ids, clean[1])
+
+
+@pytest.mark.slow
 def test_model_actor_killed_mid_run(catalog, clean, tmp_path):
     url, ids = catalog
     output = str(tmp_path / "grids")
