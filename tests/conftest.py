@@ -134,3 +134,21 @@ def ray_local(s3_server: MotoServer) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+
+
+def build_models(folder: Path) -> tuple[str, str]:
+    """Two compact models with different random weights, built in a subprocess so
+    that this process (the job's driver in these tests) never imports TensorFlow."""
+    a, b = str(folder / "a.keras"), str(folder / "b.keras")
+    code = (
+        "import sys, keras; from model import build, save_model\n"
+        "keras.utils.set_random_seed(1); save_model(build('compact'), sys.argv[1])\n"
+        "keras.utils.set_random_seed(2); save_model(build('compact'), sys.argv[2])\n"
+    )
+    subprocess.run([sys.executable, "-c", code, a, b], check=True, cwd=REPO, capture_output=True)
+    return a, b
+
+
+@pytest.fixture(scope="session")
+def model_files(tmp_path_factory) -> tuple[str, str]:
+    return build_models(tmp_path_factory.mktemp("models"))

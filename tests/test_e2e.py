@@ -17,9 +17,17 @@ from pathlib import Path
 
 import psutil
 import pytest
-from test_job import BAD_ROWS, build_models, check_every_row_once, make_catalog
+from test_job import BAD_ROWS, check_every_row_once, make_catalog
 
-from conftest import REPO, TEST_KEY_ID, TEST_SECRET, free_port, stop_process, wait_for_port
+from conftest import (
+    REPO,
+    TEST_KEY_ID,
+    TEST_SECRET,
+    build_models,
+    free_port,
+    stop_process,
+    wait_for_port,
+)
 from pipeline import io
 from pipeline.results import load_grid
 

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
-from test_job import cli, model_files, run_job  # noqa: F401  (model_files: a fixture)
+from test_job import cli, run_job
 
 import shapes
 from pipeline.results import Output, load_grid, read_manifests
