@@ -365,6 +365,20 @@ def test_demo_runs_with_no_arguments():
     assert done["model"].startswith("compact-") and done["model"] != "compact-000000000000"
     assert done["rows_ok"] == 48 and done["rows_skipped"] == 0
 
+    # the README's "Reading the output" example runs on what the demo wrote
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Reading the output") :]
+    code = section[section.index("```python") + len("```python") : section.index("```\n", 10)]
+    cwd = os.getcwd()
+    try:
+        os.chdir(REPO)
+        namespace: dict = {}
+        exec(compile(code, "README.md, Reading the output", "exec"), namespace)
+    finally:
+        os.chdir(cwd)
+    assert namespace["grid"].shape == (32, 32, 32) and namespace["table"].num_rows == 48
+    assert 0 < namespace["worst"].num_rows <= 20
+
 
 def test_row_byte_limit_refuses_before_decoding():
     from pipeline.decode import DecodeConfig, DecodeError, decode_views
