@@ -693,6 +693,13 @@ def bench_scale(args: argparse.Namespace) -> dict:
         with ThreadPoolExecutor(20) as pool:
             list(pool.map(grid, rest))
         grids20_s = time.perf_counter() - t
+        # the same 20 through the analyst's reader, by id (its lookups included)
+        from pipeline.results import Output
+
+        ids20 = [f"obj-{min(s * 1024 + 17, n - 1):09d}" for s in read[1:21]]
+        t = time.perf_counter()
+        Output(output, options).grids(ids20)
+        reader_grids20_s = time.perf_counter() - t
         return {
             "committed": n,
             "storage": "s3 (moto)" if args.s3 else "local",
@@ -710,6 +717,7 @@ def bench_scale(args: argparse.Namespace) -> dict:
             "grid_cold_ms": round(cold_ms, 2),
             "grid_cold_bytes": int(first["grid_bytes"]),
             "grids20_s": round(grids20_s, 3),
+            "reader_grids20_by_id_s": round(reader_grids20_s, 3),
             "synthesis": made,
             "index_parts": len(index.state(output, out_options).parts),
         }

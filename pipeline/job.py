@@ -3,11 +3,15 @@ default, once), ``preflight`` (the storage checks that run before Ray starts),
 ``build_dataset`` (the Ray Data chain) and ``run`` (all of it, returning the
 exit code). ``jobs/reconstruct.py`` is only its command line.
 
-The chain: read Parquet -> split into blocks -> decode and validate (CPU
-tasks) -> Reconstructor actors -> shard sink -> ``_SUCCESS``. Every input row
-leaves exactly one manifest row; running the same config again resumes. The
-driver never imports TensorFlow: the model's id and input size come from a
-one-shot task, and the model itself lives only in the actors.
+Before Ray starts: every input footer is checked, the output's index says what
+is committed, and the read plan keeps only the fragments with rows left to do
+(``pipeline.plan``); then the lease on the output is taken (its first write).
+The chain: read those fragments in blocks -> decode and validate (CPU tasks)
+-> Reconstructor actors -> shard sink, folded into the index as it goes ->
+``_SUCCESS``. Every input row leaves exactly one manifest row; running the
+same config again resumes. The driver never imports TensorFlow: the model's id
+and input size come from a one-shot task, and the model itself lives only in
+the actors.
 """
 
 from __future__ import annotations
@@ -359,7 +363,7 @@ def run(config: JobConfig) -> int:
         # The job's first write: an output that cannot be written fails here.
         lease.acquire()
     except LeaseHeld:
-        raise
+        raise  # already says what to do
     except Exception as exc:
         raise io.explain(exc, config.output, "output", out_options) from None
     try:
@@ -414,7 +418,7 @@ def _run(config: JobConfig, found: Preflight, started: float) -> int:
         # committed only when decoding was done (what a crash would lose).
         with (
             index.folding(config.output, out_options),
-            progress.reporting(stats, read_plan.rows_todo),
+            progress.reporting(stats, read_plan.rows_todo, config.stall_timeout),
         ):
             ds.write_datasink(sink, ray_remote_args={"num_cpus": WRITE_CPUS})
     except Exception as exc:

@@ -132,16 +132,21 @@ class Lease:
         if lease.get("host") == self.host:
             if self._alive_here(lease):
                 raise LeaseHeld(held)
-            self.say(f"lease: the last run on this output ({self._describe(lease)}) is gone; "
-                     "taking over")  # fmt: skip
+            self.say(
+                f"lease: the last run on this output ({self._describe(lease)}) is gone; taking over"
+            )
             return
         ttl = float(lease.get("ttl", self.ttl))
         if age > ttl:
-            self.say(f"lease: the last run on this output ({self._describe(lease)}) stopped "
-                     f"renewing its lease {age:.0f} s ago; taking over")  # fmt: skip
+            self.say(
+                f"lease: the last run on this output ({self._describe(lease)}) stopped "
+                f"renewing its lease {age:.0f} s ago; taking over"
+            )
             return
-        self.say(f"lease: output held by {self._describe(lease)}, renewed {age:.0f} s ago; "
-                 f"waiting up to {ttl - age:.0f} s to see whether it is still running")  # fmt: skip
+        self.say(
+            f"lease: output held by {self._describe(lease)}, renewed {age:.0f} s ago; "
+            f"waiting up to {ttl - age:.0f} s to see whether it is still running"
+        )
         renewed = lease.get("renewed")
         while time.time() - float(renewed) <= ttl:
             time.sleep(min(RENEW_SECONDS, ttl))

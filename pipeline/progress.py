@@ -61,8 +61,14 @@ class Stats:
                 reason = f"no actor has finished a batch for {now - self.last_batch:.0f} s"
             else:
                 continue
-            out.append({"actor": actor, "handle": state["handle"], "where": state["where"],
-                        "reason": reason})  # fmt: skip
+            out.append(
+                {
+                    "actor": actor,
+                    "handle": state["handle"],
+                    "where": state["where"],
+                    "reason": reason,
+                }
+            )
             del self.actors[actor]
         if out:
             self.last_batch = now  # give the restarted actors their time

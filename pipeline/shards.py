@@ -66,10 +66,12 @@ def encode(object_ids: list[str], grids: np.ndarray) -> tuple[bytes, np.ndarray,
         records = archive.infolist()[1:]
     offsets = np.array([r.header_offset for r in records], np.int64)
     lengths = np.array(
-        [_LOCAL_HEADER.size + len(r.filename.encode()) + len(r.extra) + r.compress_size
-         for r in records],
+        [
+            _LOCAL_HEADER.size + len(r.filename.encode()) + len(r.extra) + r.compress_size
+            for r in records
+        ],
         np.int32,
-    )  # fmt: skip
+    )
     return buffer.getvalue(), offsets, lengths
 
 
