@@ -651,14 +651,14 @@ def bench_scale(args: argparse.Namespace) -> dict:
         present, empty = (statistics.median(rates[k]) for k in ("present", "fresh"))
 
         out_options = io.storage_options(output, options)
+        from pipeline.results import Output
+
+        reader = Output(output, options)
         t = time.perf_counter()
-        counts = index.state(output, out_options).counts()
+        counts = reader.status()
         status_s = time.perf_counter() - t
         t = time.perf_counter()
-        table = index.read_table(
-            index.state(output, out_options), ["category", "status", "iou"], out_options
-        )
-        by_category = table.group_by("category").aggregate([("iou", "mean"), ("status", "count")])
+        by_category = reader.by_category()
         category_s = time.perf_counter() - t
         t = time.perf_counter()
         wanted = f"obj-{n // 2:09d}"
@@ -694,11 +694,9 @@ def bench_scale(args: argparse.Namespace) -> dict:
             list(pool.map(grid, rest))
         grids20_s = time.perf_counter() - t
         # the same 20 through the analyst's reader, by id (its lookups included)
-        from pipeline.results import Output
-
         ids20 = [f"obj-{min(s * 1024 + 17, n - 1):09d}" for s in read[1:21]]
         t = time.perf_counter()
-        Output(output, options).grids(ids20)
+        reader.grids(ids20)
         reader_grids20_s = time.perf_counter() - t
         return {
             "committed": n,

@@ -19,7 +19,7 @@ import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 import shutil  # noqa: E402
 
-from model.defaults import DEFAULT_WEIGHTS  # noqa: E402
+from model.defaults import DEFAULT_MODEL_ID, DEFAULT_WEIGHTS  # noqa: E402
 from pipeline import cli, cluster, job, resume  # noqa: E402
 from pipeline.job import JobConfig  # noqa: E402
 
@@ -39,7 +39,7 @@ FLAGS: dict[str, tuple[dict, str]] = {
     "--model": (
         {"metavar": "URL"},
         "a .keras model file (local, s3://); default: the shipped weights "
-        f"({DEFAULT_WEIGHTS.name})",
+        f"({DEFAULT_WEIGHTS.name}, model id {DEFAULT_MODEL_ID})",
     ),
     "--batch-size": ({"type": int}, "objects per model call"),
     "--actors": (

@@ -223,6 +223,26 @@ class Output:
         the Parquet reader). See :func:`read_manifests`."""
         return read_manifests(self.url, columns, self.storage_options, self.threads, filter=filter)
 
+    def status(self) -> dict[str, Any]:
+        """``{"rows_ok", "rows_failed", "models"}`` over the whole output, from the
+        index's footers (and any manifest not folded yet): no row is read."""
+        return output_index.state(self.url, self.storage_options).counts()
+
+    def by_category(self) -> pa.Table:
+        """Rows, ok rows and mean IoU per ``category`` over the whole output (the
+        index's ``category``, ``status`` and ``iou`` columns)."""
+        table = self.manifests(["category", "status", "iou"])
+        if "category" not in table.column_names:
+            raise ValueError("the manifests have no 'category' column (the job's input had none)")
+        ok = pc.cast(pc.equal(table["status"], OK), pa.int64())
+        table = table.append_column("ok", ok)
+        return (
+            table.group_by("category")
+            .aggregate([("status", "count"), ("ok", "sum"), ("iou", "mean")])
+            .rename_columns(["category", "rows", "ok", "mean_iou"])
+            .sort_by("category")
+        )
+
     def success(self) -> dict[str, Any] | None:
         """The job's ``_SUCCESS`` summary, or None while no run has completed."""
         url = io.join(self.url, SUCCESS)

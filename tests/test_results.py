@@ -488,3 +488,24 @@ def test_docs_examples_run(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "docs" / "output-summary.png").exists()
     assert list((tmp_path / "exports" / "worst").glob("*.glb"))
     assert ran == len([b for b in blocks if b[0] in ("python", "bash")])
+
+
+def test_status_and_categories_over_the_whole_output(tmp_path):
+    """Counts from the index's footers, and a per-category aggregate, agree with
+    the rows themselves; a manifest not folded yet counts too."""
+    import pyarrow.compute as pc
+
+    from pipeline import index
+    from pipeline.results import Output
+
+    out = str(tmp_path / "out")
+    rows = model_rows(["a", "b", "c"], ["ok", "failed", "ok"])
+    rows = rows.append_column("category", pa.array(["chair", "chair", "lamp"]))
+    write_shard(rows, out)
+    index.fold(out)
+    write_shard(model_rows(["d"], ["ok"]).append_column("category", pa.array(["lamp"])), out)
+    reader = Output(out)
+    assert reader.status() == {"rows_ok": 3, "rows_failed": 1, "models": ["compact-test"]}
+    table = reader.by_category().to_pylist()
+    assert [(r["category"], r["rows"], r["ok"]) for r in table] == [("chair", 2, 1), ("lamp", 2, 2)]
+    assert pc.sum(pc.equal(reader.manifests(["status"])["status"], "ok")).as_py() == 3
