@@ -268,12 +268,13 @@ def _rows(
     return table.append_column("row_key", keys).append_column(READ_ERROR, errors)
 
 
-def groups(fragments: list[Fragment], parallelism: int) -> list[list[Fragment]]:
+def groups(fragments: list[Fragment], parallelism: int, min_rows: int = 1) -> list[list[Fragment]]:
     """``fragments`` in at most about ``parallelism`` groups of consecutive
-    ones, of about equal rows to do."""
+    ones, of about equal rows to do and at least ``min_rows`` each (small
+    files share a read task, whose blocks then hold whole ``min_rows``)."""
     if not fragments:
         return []
-    target = max(1, -(-sum(f.todo for f in fragments) // max(1, parallelism)))
+    target = max(min_rows, -(-sum(f.todo for f in fragments) // max(1, parallelism)))
     out: list[list[Fragment]] = [[]]
     rows = 0
     for f in fragments:

@@ -26,8 +26,24 @@ def read_group(
     storage_options: Mapping[str, Any],
     retry_seconds: float,
 ) -> Iterator[pa.Table]:
+    """The rows left to do in ``fragments``, in blocks of ``rows_per_block``
+    rows (the last one shorter): rows of small fragments are gathered, since
+    every block costs Ray a task per stage and an actor call."""
+    pending: list[pa.Table] = []
+    rows = 0
     for fragment in fragments:
-        yield from read_fragment(fragment, columns, rows_per_block, storage_options, retry_seconds)
+        for table in read_fragment(
+            fragment, columns, rows_per_block, storage_options, retry_seconds
+        ):
+            pending.append(table)
+            rows += table.num_rows
+            while rows >= rows_per_block:
+                gathered = pa.concat_tables(pending)
+                yield gathered.slice(0, rows_per_block)
+                rest = gathered.slice(rows_per_block)
+                pending, rows = ([rest] if rest.num_rows else []), rest.num_rows
+    if rows:
+        yield pa.concat_tables(pending)
 
 
 class CatalogSource(Datasource):
@@ -66,7 +82,7 @@ class CatalogSource(Datasource):
         self, parallelism: int, per_task_row_limit: int | None = None, data_context: Any = None
     ) -> list[ReadTask]:
         tasks = []
-        for group in groups(self.read_plan.fragments, parallelism):
+        for group in groups(self.read_plan.fragments, parallelism, self.rows_per_block):
             args = (group, self.columns, self.rows_per_block, self.storage_options)
             metadata = BlockMetadata(
                 num_rows=sum(f.todo for f in group),

@@ -211,3 +211,22 @@ def test_an_index_part_naming_a_lost_manifest_is_set_aside(tmp_path):
     index.fold(out)
     assert len(os.listdir(os.path.join(out, "index"))) == 1
     assert index.read_table(index.state(out)).num_rows == 1
+
+
+def test_small_files_share_read_tasks_and_blocks(tmp_path):
+    """Fragments smaller than a block are read by one task into whole blocks:
+    every block costs Ray a task per stage and an actor call."""
+    from pipeline.source import CatalogSource
+
+    for f in range(5):
+        rows = [{"object_id": f"f{f}-{i}", "views": [b"x"]} for i in range(3)]
+        pq.write_table(pa.Table.from_pylist(rows), tmp_path / f"part-{f}.parquet")
+    found = scan(sorted(str(p) for p in tmp_path.glob("*.parquet")), {})
+    files = [plan.InputFile(f.url, f.size, f.version or "", f.row_groups) for f in found.files]
+    source = CatalogSource(plan.plan(files, {}), found.schema, rows_per_block=4, storage_options={})
+    tasks = source.get_read_tasks(parallelism=200)
+    assert len(tasks) == 3  # 15 rows, at least 4 per task
+    blocks = [block for task in tasks for block in task()]
+    assert [b.num_rows for b in blocks] == [4, 2, 4, 2, 3]  # tasks of 6, 6 and 3 rows
+    keys = pa.concat_tables(blocks).column("row_key").to_pylist()
+    assert len(set(keys)) == 15
