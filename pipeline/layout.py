@@ -1,6 +1,6 @@
 """The output layout and the manifest's own columns: the pinned contract that
 the sink writes and every reader relies on, in one place. This module must never
-change a name or a type without the README and the tests changing with it.
+change a name or a type without docs/job.md and the tests changing with it.
 """
 
 from __future__ import annotations
