@@ -315,7 +315,7 @@ def build_dataset(
         config.options(config.input),
         config.io_retry_seconds,
     )
-    ds = ray.data.read_datasource(source)
+    ds = ray.data.read_datasource(source, override_num_blocks=len(source.groups))
     ds = ds.map_batches(
         decode_batch,
         fn_kwargs={"config": decode_config},

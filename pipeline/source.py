@@ -18,6 +18,10 @@ from ray.data.datasource import Datasource, ReadTask
 from pipeline import io
 from pipeline.plan import Fragment, ReadPlan, groups, read_fragment
 
+# Read tasks of a job at most: each streams its fragments' blocks, so a big
+# catalog needs no more (10^8 rows: ~100,000 rows a task).
+MAX_READ_TASKS = 1000
+
 
 def read_group(
     fragments: list[Fragment],
@@ -71,6 +75,13 @@ class CatalogSource(Datasource):
         self.rows_per_block = rows_per_block
         self.storage_options = dict(storage_options)
         self.retry_seconds = retry_seconds
+        # Groups of fragments, one read task each, fixed here: the job passes
+        # their number to Ray Data (override_num_blocks), which otherwise splits
+        # the blocks of a read with fewer tasks than its minimum (200) into
+        # smaller ones, and every block costs a task per stage and an actor call.
+        todo = read_plan.rows_todo
+        tasks = min(MAX_READ_TASKS, max(1, -(-todo // rows_per_block)))
+        self.groups = groups(read_plan.fragments, tasks, rows_per_block)
 
     def get_name(self) -> str:
         return "ReadCatalog"
@@ -82,7 +93,7 @@ class CatalogSource(Datasource):
         self, parallelism: int, per_task_row_limit: int | None = None, data_context: Any = None
     ) -> list[ReadTask]:
         tasks = []
-        for group in groups(self.read_plan.fragments, parallelism, self.rows_per_block):
+        for group in self.groups:  # fixed in __init__, whatever ``parallelism`` asks
             args = (group, self.columns, self.rows_per_block, self.storage_options)
             metadata = BlockMetadata(
                 num_rows=sum(f.todo for f in group),
