@@ -742,14 +742,13 @@ def _start_moto():
         AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", AWS_ACCESS_KEY_ID="scale",
         AWS_SECRET_ACCESS_KEY="scale", AWS_DEFAULT_REGION="us-east-1",
     )  # fmt: skip
-    import fsspec
-
-    from pipeline import io
+    import boto3
 
     for _ in range(100):
         try:
-            fs = fsspec.filesystem("s3", **io.storage_options("s3://x"))
-            fs.mkdir("voxray-scale")
+            boto3.client(
+                "s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name="us-east-1"
+            ).create_bucket(Bucket="voxray-scale")
             break
         except Exception:
             time.sleep(0.2)
