@@ -15,9 +15,9 @@ import textwrap
 import numpy as np
 import psutil
 import pytest
-from test_job import build_models, check_every_row_once, make_catalog, run_job
+from test_job import check_every_row_once, make_catalog, run_job
 
-from conftest import REPO
+from conftest import REPO, build_models
 from pipeline.results import load_grid, read_manifests
 
 # Run in its own process: this pytest process may already hold the session's
