@@ -186,12 +186,7 @@ def test_a_file_without_views_is_a_problem_naming_it(tmp_path):
     ],
 )
 def test_large_dictionary_and_fixed_types_are_accepted(tmp_path, column, values):
-    data = table(2)
-    data = (
-        data.append_column(column, values)
-        if column not in data.column_names
-        else data.set_column(data.column_names.index(column), column, values)
-    )
+    data = with_column(table(2), column, values)
     url = write(tmp_path / "t.parquet", data)
     found = inputs.scan([url], {})
     assert found.ok, found.problems
@@ -208,6 +203,13 @@ def test_large_dictionary_and_fixed_types_are_accepted(tmp_path, column, values)
         assert read.column(column).to_pylist() == expected
 
 
+def with_column(data: pa.Table, column: str, values: pa.Array) -> pa.Table:
+    """``data`` with ``column`` set to ``values`` (replaced, or added at the end)."""
+    if column in data.column_names:
+        return data.set_column(data.column_names.index(column), column, values)
+    return data.append_column(column, values)
+
+
 @pytest.mark.parametrize(
     ("column", "values", "words"),
     [
@@ -220,12 +222,7 @@ def test_large_dictionary_and_fixed_types_are_accepted(tmp_path, column, values)
     ],
 )
 def test_other_types_are_refused(tmp_path, column, values, words):
-    data = table(2)
-    data = (
-        data.append_column(column, values)
-        if column not in data.column_names
-        else data.set_column(data.column_names.index(column), column, values)
-    )
+    data = with_column(table(2), column, values)
     url = write(tmp_path / "t.parquet", data)
     (problem,) = inputs.scan([url], {}).schema_problems
     stored = str(pq.read_schema(url).field(column).type)
