@@ -1,6 +1,7 @@
 """Benchmarks of voxray: the model alone (`model`), training steps (`train`),
-the whole job (`pipeline`), mixed view counts (`views`) and image decoding per
-core (`decode`).
+the whole job (`pipeline`), mixed view counts (`views`), image decoding per
+core (`decode`), what resume, the index and grid reads cost with N rows
+committed (`scale`), and the input pre-flight over many files (`scan`).
 
 Speed targets are checked here, never in timed unit tests: the machines are
 shared and noisy, so every figure is a median of repeated runs, and ratios
@@ -11,6 +12,8 @@ are measured side by side in one run.
     python jobs/benchmark.py pipeline --objects 200 --json
     python jobs/benchmark.py views --objects 200 --json
     python jobs/benchmark.py decode --json
+    python jobs/benchmark.py scale --committed 10000000 [--s3] --json
+    python jobs/benchmark.py scan --files 10000 [--s3] --json
 
 `pipeline` runs the whole job (`jobs/reconstruct.py`, its own local Ray) on N
 procedural objects and on 10N (the same objects copied), each `--repeats`
