@@ -30,12 +30,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from model import images, voxels
 from pipeline import index as output_index
 from pipeline import io, shards
-from pipeline.layout import MANIFEST_SCHEMA, MANIFESTS, OK, SHARDS, SUCCESS
+from pipeline.layout import MANIFEST_SCHEMA, OK, SHARDS, SUCCESS
 
 if TYPE_CHECKING:
     import duckdb
@@ -55,35 +54,6 @@ class DuplicateIdError(LookupError):
 
 class FailedRowError(ValueError):
     """A manifest row that has no grid: its input row failed, for the reason given."""
-
-
-def manifest_urls(url: str, storage_options: Mapping[str, Any] | None = None) -> list[str]:
-    """URLs of the committed manifests under an output URL, sorted."""
-    return io.list_files(io.join(url, MANIFESTS), ".parquet", storage_options)
-
-
-def read_manifest(
-    url: str,
-    columns: list[str] | None = None,
-    storage_options: Mapping[str, Any] | None = None,
-    filter: pc.Expression | None = None,
-) -> pa.Table:
-    """One manifest file as a table: the ``columns`` it has (all by default), and
-    only the rows that pass ``filter`` (pushed into the Parquet reader).
-
-    Raises:
-        pyarrow.ArrowInvalid: ``filter`` names a column this manifest lacks.
-    """
-    fs, path = io.filesystem(url, storage_options)
-    with fs.open(path, "rb") as f:
-        parquet = pq.ParquetFile(f)
-        if columns is not None:
-            present = set(parquet.schema_arrow.names)
-            columns = [c for c in columns if c in present]
-        if filter is None:
-            return parquet.read(columns=columns)
-        f.seek(0)
-        return pq.read_table(f, columns=columns, filters=filter)
 
 
 def read_manifests(
