@@ -41,7 +41,10 @@ FLAGS: dict[str, tuple[dict, str]] = {
         "a .keras model file (local, s3://); default: the shipped weights "
         f"({DEFAULT_WEIGHTS.name}, model id {DEFAULT_MODEL_ID})",
     ),
-    "--batch-size": ({"type": int}, "objects per model call"),
+    "--batch-size": (
+        {"type": int},
+        "objects per model call; default 16 on CPU actors, 256 on GPU actors",
+    ),
     "--actors": (
         {"type": cli.actors, "metavar": "N|MIN,MAX"},
         "model actors: a fixed N or an autoscaling MIN,MAX; default 1..(GPUs/gpus-per-actor) "
@@ -101,6 +104,17 @@ FLAGS: dict[str, tuple[dict, str]] = {
         {"choices": ("auto", "fp32", "bf16")},
         "model arithmetic; auto: bf16 where the device computes it natively "
         "(AVX-512 BF16/AMX CPUs, GPUs of compute capability >= 8.0), else fp32",
+    ),
+    "--xla": (
+        {"choices": ("auto", "on", "off")},
+        "XLA compilation of the model; auto: off on CPU (measured slower there) and, until "
+        "measured, on GPU; on: view counts padded to a fixed set, one compile per set",
+    ),
+    "--stand-in": (
+        {"metavar": "SPEC"},
+        "benchmarks and fault tests only: a stand-in device in place of the model, e.g. "
+        "'latency_ms=1,per_object_us=300' or 'fail=cuda@3' (docs/benchmarks.md); its output "
+        "rows carry model id stand-in-*, never mixed with a real model's",
     ),
 }
 EPILOG = (

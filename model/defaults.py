@@ -14,5 +14,8 @@ DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "compact-wide.ke
 # loading them (tests/test_train.py holds the two together).
 DEFAULT_MODEL_ID = "compact-wide-e44568db0276"
 
-# Objects per forward pass unless a caller says otherwise (the job's --batch-size).
+# Objects per forward pass unless a caller says otherwise (the job's --batch-size):
+# on CPU, and on GPU (where the host's cost per call, not the model, bounds
+# small calls: docs/benchmarks.md, "Feeding the accelerator").
 BATCH_SIZE = 16
+GPU_BATCH_SIZE = 256

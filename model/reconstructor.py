@@ -58,6 +58,22 @@ def bf16_supported(device: str) -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def view_index(
+    counts: np.ndarray, rows: int | None = None, length: int | None = None
+) -> np.ndarray:
+    """The model's ``view_index`` ``int32 [rows, length]`` for objects whose views
+    lie packed one object after another, ``counts[i]`` views each: row i holds
+    the packed positions of object i's views, then -1 (no view). ``rows`` and
+    ``length`` pad it (at least the number of objects and the most views)."""
+    counts = np.asarray(counts, dtype=np.int64)
+    length = length or int(counts.max())
+    index = np.full((rows or len(counts), length), -1, np.int32)
+    starts = np.cumsum(counts) - counts
+    steps = np.arange(length)
+    index[: len(counts)] = np.where(steps < counts[:, None], starts[:, None] + steps, -1)
+    return index
+
+
 def pack_views(
     views: Sequence[np.ndarray], rows: int | None = None, length: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -65,13 +81,8 @@ def pack_views(
     `[sum n_i, S, S, 3]` and the index `[rows, length]` of each object's views
     in the packed array (-1: no view). `rows` and `length` pad the index (at
     least the number of objects and the most views)."""
-    counts = [v.shape[0] for v in views]
-    index = np.full((rows or len(views), length or max(counts)), -1, np.int32)
-    start = 0
-    for i, n in enumerate(counts):
-        index[i, :n] = np.arange(start, start + n)
-        start += n
-    return np.concatenate(views, axis=0), index
+    counts = np.array([v.shape[0] for v in views])
+    return np.concatenate(views, axis=0), view_index(counts, rows, length)
 
 
 def with_precision(model: keras.Model, precision: str) -> keras.Model:
@@ -149,6 +160,18 @@ class Reconstructor:
         self.jit_compile = XLA_BY_DEVICE[device.upper()] if jit_compile is None else jit_compile
         self.model = with_precision(model, precision)
         s = self.image_size
+        # Graph traces so far (a test holds XLA to one per view bucket).
+        self.traces = 0
+        self._grids = tf.function(
+            self._grids_graph,
+            input_signature=[
+                tf.TensorSpec([None, s, s, 3], tf.uint8, name="views"),
+                tf.TensorSpec([None, None], tf.int32, name="view_index"),
+                tf.TensorSpec([], tf.int32, name="level"),
+            ],
+            jit_compile=self.jit_compile,
+            autograph=False,
+        )
         self._forward = tf.function(
             self._forward_graph,
             input_signature=[
@@ -161,10 +184,61 @@ class Reconstructor:
         )
 
     def _forward_graph(self, views: tf.Tensor, view_index: tf.Tensor) -> tf.Tensor:
+        self.traces += 1  # Python here runs only while a graph (either one) is traced
         with tf.device(f"/{self.device.upper()}:0"):
             # Pixels cross into the graph as uint8 (4x less to copy than float).
             x = tf.cast(views, tf.float32) * (1.0 / 255.0)
             return self.model({"views": x, "view_index": view_index}, training=False)
+
+    def _grids_graph(
+        self, views: tf.Tensor, view_index: tf.Tensor, level: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """The stored form on the device: uint8 grids (``model.voxels.quantize``,
+        bit for bit: round half to even, as numpy's rint) and their occupied
+        counts, so a quarter of the float grid's bytes come back to the host."""
+        probabilities = self._forward_graph(views, view_index)
+        with tf.device(f"/{self.device.upper()}:0"):
+            scaled = tf.clip_by_value(tf.round(probabilities * 255.0), 0.0, 255.0)
+            grids = tf.cast(scaled, tf.uint8)
+            counts = tf.reduce_sum(
+                tf.cast(tf.cast(grids, tf.int32) >= level, tf.int32), axis=[1, 2, 3]
+            )
+            return grids, counts
+
+    def run_packed(
+        self, views: np.ndarray, counts: np.ndarray, level: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One device call: grids ``uint8 [N, 32, 32, 32]`` and occupied counts
+        ``int32 [N]`` (voxels ``>= level``, see ``model.voxels.threshold_level``)
+        of N <= batch_size objects whose views are packed in ``views``
+        (``uint8 [sum counts, S, S, 3]``, object 0's first).
+
+        With XLA the call's shapes are fixed per view bucket: the index is
+        padded to ``[batch_size, view_bucket(max counts)]`` and the views to
+        ``batch_size * bucket`` (zeros, never indexed), so a run compiles at most
+        once per bucket (``VIEW_BUCKETS``); without it the shapes are the call's own."""
+        n = len(counts)
+        if not 0 < n <= self.batch_size:
+            raise ValueError(f"run_packed takes 1..{self.batch_size} objects, got {n}")
+        views, index = self._call_shapes(views, counts)
+        grids, occupied = self._grids(
+            tf.constant(views), tf.constant(index), tf.constant(level, tf.int32)
+        )
+        return grids.numpy()[:n], occupied.numpy()[:n]
+
+    def _call_shapes(self, views: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The packed views and index of one call, padded as ``run_packed`` says."""
+        most = int(np.max(counts))
+        # The plain graph takes any length (no retrace): no masked step is run
+        # that no object needs. XLA compiles per shape: lengths are bucketed.
+        length = view_bucket(most) if self.jit_compile else most
+        rows = self.batch_size if self.jit_compile else len(counts)
+        index = view_index(counts, rows, length)
+        if self.jit_compile and views.shape[0] < rows * length:
+            padded = np.zeros((rows * length, *views.shape[1:]), np.uint8)
+            padded[: views.shape[0]] = views
+            views = padded
+        return views, index
 
     def validate(self, views: Sequence[np.ndarray]) -> None:
         """Raise ValueError naming the first bad object and what is wrong."""
@@ -195,14 +269,15 @@ class Reconstructor:
         for start in range(0, len(views), self.batch_size):
             members = order[start : start + self.batch_size]
             chunk = [views[i] for i in members]
-            rows = self.batch_size if self.jit_compile else len(chunk)
-            length = view_bucket(max(v.shape[0] for v in chunk))
-            packed, index = pack_views(chunk, rows, length)
+            counts = np.array([v.shape[0] for v in chunk])
+            packed, index = self._call_shapes(np.concatenate(chunk, axis=0), counts)
             probs = self._forward(tf.constant(packed), tf.constant(index))
             out[members] = probs.numpy()[: len(chunk)]
         return out
 
     def warm_up(self, views_per_object: int = 5) -> None:
-        """Trace and run once, so the first real batch pays no compile cost."""
-        s = self.image_size
-        self.predict([np.zeros((views_per_object, s, s, 3), np.uint8)] * self.batch_size)
+        """Trace and run the job's device call once (``run_packed``), so the first
+        real batch pays no compile cost (``predict`` traces on its first use)."""
+        s, n = self.image_size, self.batch_size
+        counts = np.full(n, views_per_object)
+        self.run_packed(np.zeros((n * views_per_object, s, s, 3), np.uint8), counts, 1)

@@ -32,6 +32,13 @@ def occupied(grid: np.ndarray, threshold: float = THRESHOLD) -> np.ndarray:
     return grid.astype(np.float64) >= threshold * 255.0
 
 
+def threshold_level(threshold: float = THRESHOLD) -> int:
+    """The smallest stored value that counts as occupied at ``threshold``: the
+    integer form of :func:`occupied` (``grid >= level`` is the same test), for
+    code that counts on the device or over many grids at once."""
+    return next(k for k in range(256) if k >= threshold * 255.0) if threshold <= 1.0 else 256
+
+
 def unpack_voxels(voxels: bytes) -> np.ndarray:
     """Ground truth bytes (``np.packbits`` of a C-order bool grid) -> bool [32,32,32]."""
     bits = np.unpackbits(np.frombuffer(voxels, dtype=np.uint8), count=VOXEL_BYTES * 8)

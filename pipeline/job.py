@@ -22,7 +22,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from model.defaults import BATCH_SIZE, DEFAULT_MODEL_ID, DEFAULT_WEIGHTS
+from model.defaults import BATCH_SIZE, DEFAULT_MODEL_ID, DEFAULT_WEIGHTS, GPU_BATCH_SIZE
 from model.images import MAX_PIXELS
 from model.voxels import THRESHOLD
 from pipeline import cluster, index, inputs, io, plan, progress, resume, summary
@@ -60,7 +60,8 @@ class JobConfig:
         input: Parquet file or folder URL.
         output: output folder URL.
         model: a ``.keras`` URL; empty for the shipped weights.
-        batch_size: objects per model call.
+        batch_size: objects per model call; None for the device's default
+            (``BATCH_SIZE`` on CPU, ``GPU_BATCH_SIZE`` on GPU).
         actors: (min, max) model actors; None to size the pool from the cluster.
         gpus_per_actor: None for 1 when the cluster has GPUs, else 0.
         cpus_per_actor: CPU reservation per actor (TensorFlow's threads on CPU).
@@ -81,12 +82,18 @@ class JobConfig:
             finished (or, when no actor finishes one, that has finished none) is
             replaced.
         verbose: let TensorFlow, CUDA and Ray Data print their start-up logs.
+        xla: "auto" (off where it was measured slower: CPU; off and unmeasured on
+            GPU), "on" (view counts padded to ``VIEW_BUCKETS``: one compile per
+            bucket) or "off".
+        stand_in: a ``model.standin`` spec: a stand-in device in place of the
+            model, for benchmarks and fault tests; its rows carry a ``stand-in``
+            model id, so its output never mixes with a real model's.
     """
 
     input: str
     output: str
     model: str = ""
-    batch_size: int = BATCH_SIZE
+    batch_size: int | None = None
     actors: tuple[int, int] | None = None
     gpus_per_actor: float | None = None
     cpus_per_actor: float = 1.0
@@ -104,6 +111,8 @@ class JobConfig:
     skip_bad_files: bool = False
     stall_timeout: float = STALL_TIMEOUT
     verbose: bool = False
+    xla: str = "auto"
+    stand_in: str = ""
 
     def problems(self) -> list[str]:
         """What is wrong with these arguments, phrased with the job's flags."""
@@ -117,7 +126,7 @@ class JobConfig:
                 "max_pixels",
                 "max_row_bytes",
             )
-            if getattr(self, name) < 1
+            if getattr(self, name) is not None and getattr(self, name) < 1
         ]
         if self.limit is not None and self.limit < 0:
             found.append("--limit must be >= 0")
@@ -133,8 +142,25 @@ class JobConfig:
             found.append("--stall-timeout must be > 0")
         if self.gpus_per_actor is not None and self.gpus_per_actor < 0:
             found.append("--gpus-per-actor must be >= 0")
+        if self.xla not in ("auto", "on", "off"):
+            found.append("--xla must be one of auto, on, off")
+        if self.stand_in:
+            from model.standin import StandInSpec
+
+            try:
+                StandInSpec.parse(self.stand_in)
+            except ValueError as exc:
+                found.append(str(exc))
+            if self.model:
+                found.append("--stand-in replaces the model: give --model or --stand-in, not both")
         found += io.overlap_problems(self.input, self.output)
         return found
+
+    def device_batch_size(self, gpus_per_actor: float) -> int:
+        """Objects per model call: the user's, else the device's default."""
+        if self.batch_size is not None:
+            return self.batch_size
+        return GPU_BATCH_SIZE if gpus_per_actor > 0 else BATCH_SIZE
 
     def options(self, url: str) -> dict[str, Any]:
         """Storage options for ``url``, resolved here on the driver (endpoint and
@@ -264,6 +290,8 @@ def probe_model(config: JobConfig) -> dict[str, Any]:
 
     from pipeline.infer import probe_model as probe
 
+    if config.stand_in:
+        return probe(config.model, {}, config.stand_in)
     task = ray.remote(num_cpus=1, num_gpus=0, max_calls=1)(probe)
     try:
         return ray.get(task.remote(config.model, config.options(config.model)))
@@ -295,16 +323,20 @@ def build_dataset(
         max_pixels=config.max_pixels,
         max_row_bytes=config.max_row_bytes,
     )
+    batch_size = config.device_batch_size(pool.gpus)
     infer_config = InferConfig(
         model=config.model,
         image_size=image_size,
-        batch_size=config.batch_size,
+        batch_size=batch_size,
         threshold=config.threshold,
         gpus=pool.gpus,
         cpus=pool.cpus,
         precision=config.precision,
         storage_options=config.options(config.model),
         stats=stats,
+        xla=config.xla,
+        stand_in=config.stand_in,
+        stall_timeout=config.stall_timeout,
     )
     # The reader yields blocks of rows_per_block rows with their row keys, and
     # only the rows the output lacks: committed fragments are not in the plan.
@@ -320,7 +352,7 @@ def build_dataset(
         decode_batch,
         fn_kwargs={"config": decode_config},
         batch_format="pyarrow",
-        batch_size=max(1, min(config.batch_size, 32)),
+        batch_size=max(1, min(batch_size, 32)),
         num_cpus=1,
     )
     return ds.map_batches(
@@ -329,13 +361,17 @@ def build_dataset(
         compute=ray.data.ActorPoolStrategy(
             min_size=pool.min_actors,
             max_size=pool.max_actors,
-            # Two calls in flight per actor: Ray Data fetches and batches the next
-            # block and serialises the last one's output while the model runs
-            # (the model itself still runs one batch at a time). One call at a
-            # time left the actor's core ~15% short of the model's own speed.
+            # Two calls in flight per actor: one call's host work (Ray Data's
+            # fetch and batching, the actor's packing and output) runs while the
+            # other's is on the device; the actor lets one device call run at a
+            # time. One call at a time left the actor's core ~15% short of the
+            # model's own speed on CPU, and a GPU idle during host work.
             max_concurrent_calls_per_actor=2,
         ),
-        batch_size=config.batch_size,
+        # A call takes a whole block (or more, for a big model batch): Ray's cost
+        # per call is paid per block, and the actor groups the block's rows by
+        # view count, which a call of one model batch could not.
+        batch_size=max(batch_size, config.rows_per_block),
         batch_format="pyarrow",
         num_cpus=pool.cpus,
         num_gpus=pool.gpus,
@@ -431,7 +467,8 @@ def _run(config: JobConfig, found: Preflight, started: float) -> int:
         return EXIT_RUN
     # The manifests this run committed, folded into the output's index.
     io.retrying(lambda: index.fold(config.output, out_options), config.io_retry_seconds)
-    precisions = progress.snapshot(stats)["precisions"]
+    stats_now = progress.snapshot(stats)
+    precisions = stats_now["precisions"]
     return _finish(
         config,
         found,
@@ -441,6 +478,7 @@ def _run(config: JobConfig, found: Preflight, started: float) -> int:
         rows_ok=sink.totals["rows_ok"],
         rows_failed=sink.totals["rows_failed"],
         shards=sink.totals["shards"],
+        actors={**stats_now["actors"], "stats_messages": stats_now["messages"]},
     )
 
 
@@ -470,6 +508,7 @@ def _finish(
     rows_ok: int,
     rows_failed: int,
     shards: int,
+    actors: dict[str, Any] | None = None,
 ) -> int:
     """Record the run, write ``_SUCCESS`` (unless too many rows failed, or
     nothing was done and it exists), print the report; the exit code."""
@@ -488,6 +527,8 @@ def _finish(
     )
     report["model_path"] = config.model or str(DEFAULT_WEIGHTS)
     report["precision"] = precision
+    if actors is not None:  # the model actors' own figures (docs/benchmarks.md)
+        report["actors"] = actors
     report["skipped_files"] = [str(u) for u in found.scan.unreadable] + found.scan.problems
     runs = io.retrying(
         lambda: summary.record_run(config.output, report, out_options), config.io_retry_seconds

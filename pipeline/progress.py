@@ -1,19 +1,24 @@
 """What a running job is doing, for the people watching it and for the job
 itself: a small Ray actor that the write tasks tell how many rows each commit
-held, and the model actors tell their precision and when each batch starts and
-ends; and a thread in the driver that prints rows committed of rows to do, the
-rate and the time left every few seconds (on a terminal and in ``ray job logs``
-alike: plain lines, no redrawing), and replaces a stalled model actor: one with
-a batch running longer than the stall timeout, or, when no actor has finished
-a batch for that long, every actor that has not. Ray restarts a killed actor
-and Ray Data retries its batch, as after a crash. This module must never slow a
-write down: a task that cannot reach the actor carries on.
+held, and the model actors tell their state through a :class:`Beat` (at most
+one message per finished batch, rate-limited, plus a keep-alive while a long
+batch runs); and a thread in the driver that prints rows committed of rows to
+do, the rate and the time left every few seconds (on a terminal and in ``ray
+job logs`` alike: plain lines, no redrawing), and replaces a stalled model
+actor: one whose oldest batch has run longer than the stall timeout, or, when
+no actor has finished a batch for that long, every actor not heard from for
+that long. Ray restarts a killed actor and Ray Data retries its batch, as after
+a crash. The stats actor also counts device failures per block, so that a block
+that keeps failing on the device stops the job instead of looping. This module
+must never slow a write or a model call down: a caller that cannot reach the
+actor carries on, and a busy machine skips a progress line rather than failing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -21,6 +26,8 @@ from typing import Any
 from pipeline import background
 
 PROGRESS_SECONDS = 5.0
+# The least time between two messages of one model actor (its Beat).
+BEAT_SECONDS = 0.5
 
 
 class Stats:
@@ -30,55 +37,79 @@ class Stats:
         self.rows_ok = 0
         self.rows_failed = 0
         self.precisions: set[str] = set()
-        self.actors: dict[str, dict[str, Any]] = {}  # actor id -> handle, where, calls
+        self.messages = 0  # every call received, for the benchmark's load figure
+        # actor id -> handle, where, heard (monotonic), and its last state
+        self.actors: dict[str, dict[str, Any]] = {}
+        self.retired: dict[str, float] = {}  # counters of actor processes since replaced
         self.last_batch = time.monotonic()  # when any actor last finished a batch
+        self.device_failures: dict[str, list[str]] = {}  # block -> errors, oldest first
 
     def register(self, actor: str, handle: Any, where: str) -> None:
+        self.messages += 1
         now = time.monotonic()
-        self.actors[actor] = {"handle": handle, "where": where, "calls": {}, "done": now}
+        old = self.actors.pop(actor, None)
+        if old is not None:  # a restarted actor: keep what its last process did
+            self._retire(old["state"])
+        self.actors[actor] = {"handle": handle, "where": where, "heard": now, "state": {}}
 
-    def started(self, actor: str, call: str) -> None:
-        if actor in self.actors:
-            self.actors[actor]["calls"][call] = time.monotonic()
-
-    def finished(self, actor: str, call: str) -> None:
+    def beat(self, actor: str, state: dict[str, Any]) -> None:
+        """An actor's state: ``inflight_age`` (s, oldest batch running, or None),
+        and its process's cumulative ``calls``, ``rows``, ``cpu_s``, ``busy_s``
+        (waiting on the device) and ``active_s`` (first batch start to last end)."""
+        self.messages += 1
         now = time.monotonic()
-        self.last_batch = now
-        if actor in self.actors:
-            self.actors[actor]["calls"].pop(call, None)
-            self.actors[actor]["done"] = now
+        entry = self.actors.get(actor)
+        if entry is None:
+            return
+        if state.get("calls", 0) > entry["state"].get("calls", 0):
+            self.last_batch = now
+        entry["heard"], entry["state"] = now, state
+
+    def device_failed(self, block: str, error: str) -> int:
+        """Record a device failure of ``block``; how many it has had."""
+        self.messages += 1
+        self.device_failures.setdefault(block, []).append(error)
+        return len(self.device_failures[block])
 
     def stalled(self, timeout: float) -> list[dict[str, Any]]:
         """The actors to replace (forgotten here: a restarted one registers again)."""
         now = time.monotonic()
         idle_pool = now - self.last_batch > timeout
         out = []
-        for actor, state in list(self.actors.items()):
-            oldest = min(state["calls"].values(), default=None)
-            if oldest is not None and now - oldest > timeout:
-                reason = f"a batch has been running for {now - oldest:.0f} s"
-            elif idle_pool and now - state["done"] > timeout:
+        for actor, entry in list(self.actors.items()):
+            silent = now - entry["heard"]
+            age = entry["state"].get("inflight_age")
+            if age is not None and age + silent > timeout:
+                reason = f"a batch has been running for {age + silent:.0f} s"
+            elif idle_pool and silent > timeout:
                 reason = f"no actor has finished a batch for {now - self.last_batch:.0f} s"
             else:
                 continue
             out.append(
                 {
                     "actor": actor,
-                    "handle": state["handle"],
-                    "where": state["where"],
+                    "handle": entry["handle"],
+                    "where": entry["where"],
                     "reason": reason,
                 }
             )
+            self._retire(entry["state"])
             del self.actors[actor]
         if out:
             self.last_batch = now  # give the restarted actors their time
         return out
 
+    def _retire(self, state: dict[str, Any]) -> None:
+        for key in ACTOR_COUNTERS:
+            self.retired[key] = self.retired.get(key, 0.0) + float(state.get(key, 0.0))
+
     def committed(self, ok: int, failed: int) -> None:
+        self.messages += 1
         self.rows_ok += ok
         self.rows_failed += failed
 
     def precision(self, name: str) -> None:
+        self.messages += 1
         self.precisions.add(name)
 
     def snapshot(self) -> dict[str, Any]:
@@ -86,7 +117,118 @@ class Stats:
             "rows_ok": self.rows_ok,
             "rows_failed": self.rows_failed,
             "precisions": sorted(self.precisions),
+            "messages": self.messages,
+            "actors": actor_totals(
+                [e["state"] for e in self.actors.values()], self.retired, len(self.actors)
+            ),
+            "device_failures": {k: len(v) for k, v in self.device_failures.items()},
         }
+
+
+# An actor process's cumulative counters, as its Beat reports them.
+ACTOR_COUNTERS = ("calls", "rows", "cpu_s", "busy_s", "active_s")
+
+
+def actor_totals(states: list[dict[str, Any]], retired: dict[str, float], live: int) -> dict:
+    """The model actors' counters summed (live and replaced processes), with the
+    figures the job's report gives: host CPU per object, busy fraction."""
+    total = {k: float(retired.get(k, 0.0)) for k in ACTOR_COUNTERS}
+    for state in states:
+        for key in ACTOR_COUNTERS:
+            total[key] += float(state.get(key, 0.0))
+    rows = total["rows"]
+    return {
+        "actors": live,
+        "calls": int(total["calls"]),
+        "rows": int(rows),
+        "cpu_s": round(total["cpu_s"], 3),
+        "busy_s": round(total["busy_s"], 3),
+        "active_s": round(total["active_s"], 3),
+        "host_us_per_object": round(total["cpu_s"] / rows * 1e6, 1) if rows else None,
+        "busy_fraction": round(total["busy_s"] / total["active_s"], 4)
+        if total["active_s"]
+        else None,
+    }
+
+
+class Beat:
+    """A model actor's side of the stats: counts its batches in the process and
+    sends the stats actor its state from a background thread, at most once per
+    ``BEAT_SECONDS`` and only after a batch ended (a batch that starts is told
+    with the next message), and while a batch runs at least every
+    ``keepalive`` seconds, so the stall check sees its age. Messages per block
+    stay at or below one however fast the device is.
+
+    Args:
+        stats: the job's stats actor (None: count, send nothing).
+        actor: this actor's id (its key at the stats actor).
+        busy: returns the seconds spent waiting on the device so far.
+        keepalive: seconds between messages while a batch runs.
+    """
+
+    def __init__(self, stats: Any, actor: str, busy: Any, keepalive: float):
+        self.stats, self.actor, self.busy = stats, actor, busy
+        self.keepalive = keepalive
+        self.calls = self.rows = 0
+        self.inflight: dict[int, float] = {}
+        self.first: float | None = None
+        self.last_end: float | None = None
+        self.ended = False  # a batch ended since the last message
+        self.sent = time.monotonic()
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.next_id = 0
+        if stats is not None:
+            threading.Thread(target=self._loop, name="voxray-beat", daemon=True).start()
+
+    def begin(self) -> int:
+        now = time.monotonic()
+        with self.lock:
+            self.next_id += 1
+            self.inflight[self.next_id] = now
+            if self.first is None:
+                self.first = now
+            return self.next_id
+
+    def end(self, call: int, rows: int) -> None:
+        now = time.monotonic()
+        with self.lock:
+            self.inflight.pop(call, None)
+            self.calls += 1
+            self.rows += rows
+            self.last_end = now
+            self.ended = True
+        if not self.inflight:
+            self.wake.set()  # idle: tell now, the run may be ending
+
+    def state(self) -> dict[str, Any]:
+        now = time.monotonic()
+        with self.lock:
+            oldest = min(self.inflight.values(), default=None)
+            end = now if self.inflight else self.last_end
+            return {
+                "inflight_age": None if oldest is None else now - oldest,
+                "calls": self.calls,
+                "rows": self.rows,
+                "cpu_s": time.process_time(),
+                "busy_s": float(self.busy()),
+                "active_s": (end - self.first) if self.first is not None and end else 0.0,
+            }
+
+    def _loop(self) -> None:
+        while True:
+            self.wake.wait(BEAT_SECONDS)
+            self.wake.clear()
+            now = time.monotonic()
+            with self.lock:
+                due = self.ended and now - self.sent >= BEAT_SECONDS
+                due = due or (self.ended and not self.inflight)
+                due = due or (bool(self.inflight) and now - self.sent >= self.keepalive)
+                if due:
+                    self.ended = False
+                    self.sent = now
+            if due:
+                tell(self.stats, "beat", self.actor, self.state())
 
 
 def start() -> Any:
@@ -127,7 +269,11 @@ def replace_stalled(stats: Any, timeout: float) -> None:
     """Kill the actors that the stats actor finds stalled; Ray restarts them."""
     import ray
 
-    for stalled in ray.get(stats.stalled.remote(timeout), timeout=30):
+    try:
+        found = ray.get(stats.stalled.remote(timeout), timeout=30)
+    except ray.exceptions.GetTimeoutError:
+        return  # a busy machine: check again next time
+    for stalled in found:
         print(
             f"warning: model actor {stalled['actor'][:12]} ({stalled['where']}) looks stalled: "
             f"{stalled['reason']}, over --stall-timeout {timeout:g} s; replacing it",
@@ -148,7 +294,10 @@ def reporting(
     last = [-1]
 
     def report() -> None:
-        now = snapshot(stats)
+        try:
+            now = snapshot(stats, timeout=every)
+        except Exception:
+            return  # a busy machine: skip this line, the next one catches up
         done = now["rows_ok"] + now["rows_failed"]
         if done != last[0]:
             print(line(done, todo, time.monotonic() - started), flush=True)
