@@ -33,6 +33,14 @@ CROP_FRACTION: float = 127 / 137
 # 64 megapixels: far above any catalog photo, far below what would exhaust a worker.
 MAX_PIXELS: int = 64_000_000
 
+# An image whose crop is this many times the output or more is first reduced by
+# an integer factor (box average), then resized once with LANCZOS: Pillow's
+# ``reducing_gap``; at 2 the LANCZOS still sees at least twice the output's
+# samples (docs/benchmarks.md measures the IoU with it).
+REDUCING_GAP: float = 2.0
+# libjpeg's reduced DCT scales that Pillow's JPEG draft offers, smallest output first.
+_DCT_SCALES = (8, 4, 2)
+
 # Pillow's fixed point for 8-bit resampling (libImaging/Resample.c).
 _PRECISION_BITS = 22
 # Pixels per working buffer when resizing padded lines (4 MiB of Pillow RGB).
@@ -46,6 +54,18 @@ _ORIENTATION = {
     6: lambda a: np.rot90(a, -1),
     7: lambda a: a.transpose(1, 0, 2)[::-1, ::-1],
     8: lambda a: np.rot90(a, 1),
+}
+
+# EXIF orientation -> where an upright box (x0, y0, x1, y1) lies in the stored image (w, h).
+_STORED_BOX = {
+    1: lambda x0, y0, x1, y1, w, h: (x0, y0, x1, y1),
+    2: lambda x0, y0, x1, y1, w, h: (w - x1, y0, w - x0, y1),
+    3: lambda x0, y0, x1, y1, w, h: (w - x1, h - y1, w - x0, h - y0),
+    4: lambda x0, y0, x1, y1, w, h: (x0, h - y1, x1, h - y0),
+    5: lambda x0, y0, x1, y1, w, h: (y0, x0, y1, x1),
+    6: lambda x0, y0, x1, y1, w, h: (y0, h - x1, y1, h - x0),
+    7: lambda x0, y0, x1, y1, w, h: (w - y1, h - x1, w - y0, h - x0),
+    8: lambda x0, y0, x1, y1, w, h: (w - y1, x0, w - y0, x1),
 }
 
 
@@ -64,6 +84,107 @@ def read_rgba(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         DecodeError: empty data, an unknown format, a header over ``max_pixels``,
             a truncated or corrupt image, or a mode with no conversion to RGB.
     """
+    image, rawmode = _open(data, max_pixels)
+    _load(image)
+    try:
+        rgba = _to_rgba(image, rawmode)
+    except (ValueError, OSError) as exc:  # Pillow: "conversion from X to RGBA not supported"
+        raise DecodeError(f"unsupported image mode {image.mode} ({exc})") from None
+    return _turn(rgba, _orientation(image))
+
+
+def read_model_input(
+    data: bytes,
+    size: int,
+    background: tuple[int, int, int] = TEST_BACKGROUND,
+    crop_fraction: float = CROP_FRACTION,
+    max_pixels: int = MAX_PIXELS,
+) -> np.ndarray:
+    """The model's input for one encoded view, ``uint8 [size, size, 3]``: the
+    centre crop of :func:`to_model_input` of :func:`read_rgba`, at the cost of
+    what the model sees.
+
+    - A JPEG is decoded at the smallest of libjpeg's DCT scales (1/8, 1/4,
+      1/2) at which the crop still spans at least ``size`` pixels (Pillow's
+      ``draft``): libjpeg computes the smaller image from each block's low
+      frequencies, a cheap and proper low-pass.
+    - What is then still ``REDUCING_GAP`` times ``size`` or more is reduced by
+      an integer factor (a box average, premultiplied for alpha, as Pillow's
+      ``reducing_gap`` does), so LANCZOS runs once, from at least twice the
+      output's samples.
+    - An image with no transparency stays RGB: no RGBA conversion and no
+      compositing (an opaque pixel composites to itself, exactly).
+    - The crop window is the one of the full-size image, carried into the
+      reduced image's coordinates with its fractions (Pillow's resize
+      ``box``): rounding it to whole reduced pixels would shift the picture
+      by up to half of one. The padded square is built only around the crop
+      of the reduced image (a few times ``size``), and the EXIF orientation
+      is applied to the output.
+
+    An image that needs no reduction (the 137 px training renders at 127 or
+    64) gives the pixels of ``to_model_input(read_rgba(data), size,
+    background, crop_fraction)``; a reduced one differs from them by the
+    filters (about a level on average, docs/benchmarks.md).
+
+    Raises:
+        DecodeError: as :func:`read_rgba`.
+    """
+    image, rawmode = _open(data, max_pixels)
+    width, height = image.size  # as stored: EXIF may turn them
+    crop = _crop_side(max(width, height), crop_fraction)
+    scale = next((s for s in _DCT_SCALES if crop >= size * s), 1)
+    # draft is a no-op (None) for every format but JPEG and its kin.
+    drafted = image.draft("RGB", (max(1, width // scale), max(1, height // scale)))
+    scale = width / drafted[1][2] if drafted and scale > 1 else 1
+    _load(image)
+    orientation = _orientation(image)
+    try:
+        image = _rgb_or_rgba(image, rawmode)
+    except (ValueError, OSError) as exc:
+        raise DecodeError(f"unsupported image mode {image.mode} ({exc})") from None
+    factor = int(crop / scale / size / REDUCING_GAP)
+    if factor > 1:
+        image = image.reduce(factor)
+        scale *= factor
+
+    # The crop in the upright image (as to_model_input centres it), then as stored, reduced.
+    up_w, up_h = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+    side = max(width, height)
+    top = int(round((side - crop) * 0.5)) - (side - up_h) // 2
+    left = int(round((side - crop) * 0.5)) - (side - up_w) // 2
+    box = _STORED_BOX.get(orientation, _STORED_BOX[1])(
+        left, top, left + crop, top + crop, width, height
+    )
+    x0, y0, x1, y1 = (v / scale for v in box)
+    window = (math.floor(x0), math.floor(y0), math.ceil(x1), math.ceil(y1))
+    inside = (
+        max(window[0], 0),
+        max(window[1], 0),
+        min(window[2], image.width),
+        min(window[3], image.height),
+    )
+    bg = tuple(int(c) for c in background)
+    if inside[0] >= inside[2] or inside[1] >= inside[3]:  # the crop holds only padding
+        return _filled((size, size, 3), bg)
+    part = image.crop(inside)
+    if part.mode == "RGBA":
+        part = _composite(np.asarray(part), bg)
+    if inside != window:
+        canvas = Image.new("RGB", (window[2] - window[0], window[3] - window[1]), bg)
+        canvas.paste(part, (inside[0] - window[0], inside[1] - window[1]))
+        part = canvas
+    out = part.resize(
+        (size, size),
+        Image.Resampling.LANCZOS,
+        box=(x0 - window[0], y0 - window[1], x1 - window[0], y1 - window[1]),
+        reducing_gap=None,
+    )
+    return _turn(np.asarray(out), orientation)
+
+
+def _open(data: bytes, max_pixels: int) -> tuple[Image.Image, object]:
+    """The image with its header read and checked, not decoded; and the
+    decoder's raw mode (what the file held before Pillow widened or reduced it)."""
     if data is None or len(data) == 0:
         raise DecodeError("empty image (0 bytes)")
     try:
@@ -85,25 +206,22 @@ def read_rgba(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
             f"image header claims {width}x{height} = {width * height} pixels, "
             f"over the limit of {max_pixels}; refused without decoding"
         )
-    # The decoder's raw mode says what the file held before Pillow widened or reduced it.
-    rawmode = image.tile[0][3] if image.tile else None
+    return image, (image.tile[0][3] if image.tile else None)
+
+
+def _load(image: Image.Image) -> None:
     # With Pillow's default (ImageFile.LOAD_TRUNCATED_IMAGES False) a truncated
     # file raises here instead of coming back zero-filled: a partial photo is a bad row.
     try:
         image.load()
     except Exception as exc:
         raise DecodeError(f"truncated or corrupt {image.format or ''} image: {exc}") from exc
-    try:
-        rgba = _to_rgba(image, rawmode)
-    except (ValueError, OSError) as exc:  # Pillow: "conversion from X to RGBA not supported"
-        raise DecodeError(f"unsupported image mode {image.mode} ({exc})") from None
-    return _upright(rgba, image)
 
 
 def _to_rgba(image: Image.Image, rawmode: object) -> np.ndarray:
     """8-bit RGBA of a loaded image, whatever its mode."""
     mode = image.mode
-    if mode == "F" or mode == "I" or mode.startswith("I;16"):
+    if _wide_gray(mode):
         # Pillow's own conversions clip these at 255 instead of scaling them.
         values = np.asarray(image)
         if mode == "F":  # rounded (Pillow's convert truncates)
@@ -119,14 +237,33 @@ def _to_rgba(image: Image.Image, rawmode: object) -> np.ndarray:
         key = image.info.get("transparency")  # a 16-bit PNG's gray colour key
         rgba[..., 3] = np.where(values == key, 0, 255) if isinstance(key, int) else 255
         return rgba
-    key = image.info.get("transparency")
-    if mode == "RGB" and isinstance(key, tuple) and str(rawmode).endswith(";16B"):
-        # A 16-bit PNG reaches us reduced to its top bytes but with its 16-bit
-        # colour key: compare like with like (exact in the top 8 bits).
-        image.info["transparency"] = tuple(int(v) >> 8 for v in key)
+    _narrow_colour_key(image, rawmode)
     if mode == "RGBA":
         return np.asarray(image)
     return np.asarray(image.convert("RGBA"))
+
+
+def _wide_gray(mode: str) -> bool:
+    return mode == "F" or mode == "I" or mode.startswith("I;16")
+
+
+def _narrow_colour_key(image: Image.Image, rawmode: object) -> None:
+    key = image.info.get("transparency")
+    if image.mode == "RGB" and isinstance(key, tuple) and str(rawmode).endswith(";16B"):
+        # A 16-bit PNG reaches us reduced to its top bytes but with its 16-bit
+        # colour key: compare like with like (exact in the top 8 bits).
+        image.info["transparency"] = tuple(int(v) >> 8 for v in key)
+
+
+def _rgb_or_rgba(image: Image.Image, rawmode: object) -> Image.Image:
+    """The loaded image as Pillow RGB when it holds no transparency, else as
+    RGBA with the colours and alpha of :func:`_to_rgba`; converted once at most."""
+    if _wide_gray(image.mode):
+        return Image.fromarray(_to_rgba(image, rawmode))
+    _narrow_colour_key(image, rawmode)
+    if image.has_transparency_data:
+        return image if image.mode == "RGBA" else image.convert("RGBA")
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def _gray_bits(image: Image.Image) -> int:
@@ -143,13 +280,21 @@ def _gray_bits(image: Image.Image) -> int:
     return min(max(bits, 8), 32)
 
 
-def _upright(rgba: np.ndarray, image: Image.Image) -> np.ndarray:
+def _orientation(image: Image.Image) -> int:
     try:
-        orientation = int(image.getexif().get(0x0112, 1))
+        return int(image.getexif().get(0x0112, 1))
     except Exception:  # unreadable EXIF: the pixels are still good, show them as stored
-        orientation = 1
+        return 1
+
+
+def _turn(pixels: np.ndarray, orientation: int) -> np.ndarray:
     turn = _ORIENTATION.get(orientation)
-    return rgba if turn is None else np.ascontiguousarray(turn(rgba))
+    return pixels if turn is None else np.ascontiguousarray(turn(pixels))
+
+
+def _crop_side(side: int, crop_fraction: float) -> int:
+    """Side of the crop taken from a padded square of ``side``."""
+    return max(1, min(side, int(round(side * crop_fraction))))
 
 
 def to_model_input(
@@ -191,7 +336,7 @@ def to_model_input(
     bg = tuple(int(c) for c in background)
     height, width = rgba.shape[:2]
     side = max(height, width)
-    crop = max(1, min(side, int(round(side * crop_fraction))))
+    crop = _crop_side(side, crop_fraction)
     # The crop window in the padded square, then in the image's own coordinates.
     top = int(round((side - crop) * float(offset[1]))) - (side - height) // 2
     left = int(round((side - crop) * float(offset[0]))) - (side - width) // 2
@@ -237,7 +382,10 @@ def to_model_input(
 def _composite(rgba: np.ndarray, background: tuple[int, int, int]) -> Image.Image:
     """RGB of ``rgba`` over the background: round(rgb * a + bg * (1 - a)) per
     channel, in Pillow's C code, bit for bit what the float formula gives (a
-    test holds it to that), 4x faster."""
+    test holds it to that), 4x faster. Opaque pixels come out as they are, so
+    an image with no transparency is not composited at all."""
+    if int(rgba[..., 3].min()) == 255:
+        return Image.fromarray(np.ascontiguousarray(rgba[..., :3], dtype=np.uint8), "RGB")
     image = Image.fromarray(np.ascontiguousarray(rgba, dtype=np.uint8))
     backdrop = Image.new("RGBA", image.size, (*background, 255))
     return Image.alpha_composite(backdrop, image).convert("RGB")

@@ -20,8 +20,7 @@ from model.images import (
     MAX_PIXELS,
     TEST_BACKGROUND,
     DecodeError,
-    read_rgba,
-    to_model_input,
+    read_model_input,
 )
 from model.voxels import VOXEL_BYTES
 from pipeline.layout import FAILED, MANIFEST_SCHEMA, OK
@@ -66,7 +65,9 @@ class DecodeConfig:
 
 
 def decode_views(views: list[bytes] | None, config: DecodeConfig) -> tuple[np.ndarray, int]:
-    """Decode one row's views: ``(uint8 [n, S, S, 3], number of views given)``.
+    """Decode one row's views: ``(uint8 [n, S, S, 3], number of views given)``,
+    each at the cost of what the model sees (``model.images.read_model_input``:
+    a JPEG decoded at a reduced DCT scale, no compositing of opaque images).
 
     Raises:
         DecodeError: no views, a null view, or any view that cannot be decoded;
@@ -89,10 +90,11 @@ def decode_views(views: list[bytes] | None, config: DecodeConfig) -> tuple[np.nd
         if data is None:
             raise DecodeError(f"view {i} is null")
         try:
-            rgba = read_rgba(data, config.max_pixels)
+            out[i] = read_model_input(
+                data, config.image_size, config.background, config.crop_fraction, config.max_pixels
+            )
         except DecodeError as exc:
             raise DecodeError(f"view {i}: {exc}") from None
-        out[i] = to_model_input(rgba, config.image_size, config.background, config.crop_fraction)
     return out, given
 
 
