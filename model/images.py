@@ -3,11 +3,14 @@
 to 8-bit RGBA with the header checked against a pixel limit before any pixel is
 decoded, composite over the background the model was trained with (240 at test
 time, random in [225, 255] in training), pad to a square, take 3D-R2N2's 127/137
-crop, resize. The reconstruction job's decode tasks, training and evaluation all
-call these functions, so what the model saw in training is what it sees in the
-job. This module must never import TensorFlow, never read files or URLs, and
-never allocate more than a small multiple of the image's own pixels (or of the
-output's): the padded square is never built.
+crop, resize. Training and evaluation call `read_rgba` and `to_model_input`;
+the reconstruction job's decode tasks call `read_model_input`, which gives the
+same centre crop at the cost of what the model sees (a JPEG decoded at a reduced
+DCT scale, one resample from an integer-reduced image, nothing composited that
+has no transparency; the 137 px renders come out pixel for pixel as through the
+other two). This module must never import TensorFlow, never read files or URLs,
+and never allocate more than a small multiple of the image's own pixels (or of
+the output's): the full-size padded square is never built.
 
 Images are decoded by what they are: 16- and 32-bit gray (``I;16``, ``I``) is
 scaled by its bit depth (the top 8 bits, as Pillow reduces 16-bit RGB), float

@@ -37,7 +37,6 @@ stands alone), and never write anything but the catalog's Parquet files.
 from __future__ import annotations
 
 import io
-import math
 from pathlib import Path
 
 import numpy as np
@@ -191,8 +190,3 @@ class _Photographer:
         buffer = io.BytesIO()
         scene.save(buffer, "JPEG", quality=quality, subsampling="4:2:0")
         return buffer.getvalue()
-
-
-def catalog_files(objects: int, rows_per_file: int = 64) -> int:
-    """How many files `write_catalog` writes for ``objects`` objects."""
-    return math.ceil(objects / rows_per_file)

@@ -19,6 +19,7 @@ from model.images import (
     CROP_FRACTION,
     TEST_BACKGROUND,
     DecodeError,
+    read_model_input,
     read_rgba,
     to_model_input,
 )
@@ -471,3 +472,93 @@ print((after - before) // 1024)
 def test_offset_outside_the_image_is_refused():
     with pytest.raises(ValueError, match="offset"):
         to_model_input(rgba_image(), 64, offset=(1.5, 0.5))
+
+
+# --- The job's decode: the same centre crop at the cost of what the model sees -------------
+
+
+@pytest.mark.parametrize("kind", list(LOSSLESS))
+def test_read_model_input_is_the_full_path_on_small_images(kind):
+    """Nothing to reduce (40x30 to 32): the very pixels of read_rgba + to_model_input."""
+    data, _ = LOSSLESS[kind]
+    expected = to_model_input(read_rgba(data), 32, background=(225, 251, 238))
+    np.testing.assert_array_equal(read_model_input(data, 32, background=(225, 251, 238)), expected)
+
+
+def test_read_model_input_is_the_full_path_on_the_training_renders():
+    """The shipped model's inputs do not move: renders at 127 and 64, bit for bit."""
+    import shapes
+
+    for index in (0, 5):
+        for data in shapes.generate_object(7, index, views=2)["views"]:
+            for size in (127, 64):
+                expected = to_model_input(read_rgba(data), size)
+                np.testing.assert_array_equal(read_model_input(data, size), expected)
+
+
+def photo(width: int, height: int) -> Image.Image:
+    """A photo-like picture with sharp coloured blocks off centre: a crop in the
+    wrong place or a wrong turn moves them and shows."""
+    x = np.arange(width)[None, :, None]
+    pixels = np.broadcast_to(200 + 40 * x // width, (height, width, 3)).astype(np.uint8).copy()
+    pixels[height // 5 : height // 2, width // 3 : width // 2] = (20, 40, 200)
+    pixels[height // 2 : height * 4 // 5, width // 2 : width * 3 // 4] = (220, 30, 30)
+    return Image.fromarray(pixels)
+
+
+@pytest.mark.parametrize("width, height", [(1001, 757), (757, 1001), (1024, 1024)])
+@pytest.mark.parametrize("orientation", [1, 3, 6, 7])
+def test_read_model_input_of_a_large_jpeg_is_the_same_picture(width, height, orientation):
+    """Decoded at a reduced DCT scale (sides not multiples of 8, turned by EXIF,
+    padded when not square): within the filters' rounding of the full path."""
+    image = photo(width, height)
+    exif = image.getexif()
+    exif[0x0112] = orientation
+    data = save(image, "JPEG", quality=90, exif=exif)
+    for size in (64, 127):
+        expected = to_model_input(read_rgba(data), size)
+        got = read_model_input(data, size)
+        diff = np.abs(got.astype(int) - expected)
+        assert diff.mean() < 0.6 and diff.max() <= 24, (size, diff.mean(), diff.max())
+
+
+def test_read_model_input_of_a_large_png_with_alpha_is_the_same_picture():
+    """Reduced by an integer factor (premultiplied), then composited: the same picture."""
+    rgba = np.asarray(photo(1024, 1024).convert("RGBA")).copy()
+    rgba[:300, :, 3] = 0
+    rgba[300:320, :, 3] = 128
+    data = save(Image.fromarray(rgba))
+    for size in (64, 127):
+        for background in ((240, 240, 240), (0, 0, 255)):
+            expected = to_model_input(read_rgba(data), size, background=background)
+            diff = np.abs(read_model_input(data, size, background).astype(int) - expected)
+            assert diff.mean() < 0.6 and diff.max() <= 24, (size, background)
+
+
+@pytest.mark.parametrize(
+    "side, size, scale",
+    [(1024, 127, 4), (1024, 64, 8), (2048, 127, 8), (2048, 64, 8), (300, 64, 4), (137, 127, 1),
+     (552, 64, 8), (551, 64, 4)],
+)  # fmt: skip
+def test_a_jpeg_is_decoded_at_the_smallest_scale_that_holds_the_crop(
+    monkeypatch, side, size, scale
+):
+    """The decoder is asked for the smallest DCT scale at which the centre crop
+    still spans ``size`` pixels (of 552 px, 1/8 spans 64.0; of 551, 63.9)."""
+    from PIL import JpegImagePlugin
+
+    sizes = []
+    draft = JpegImagePlugin.JpegImageFile.draft
+
+    def recording(self, mode, requested):
+        result = draft(self, mode, requested)
+        sizes.append(self.size)
+        return result
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", recording)
+    out = read_model_input(save(photo(side, side), "JPEG"), size)
+    assert out.shape == (size, size, 3)
+    decoded = -(-side // scale)
+    assert sizes == [(decoded, decoded)]
+    crop = round(side * CROP_FRACTION)  # of the full image
+    assert crop / scale >= size and (scale == 8 or crop / (2 * scale) < size)
