@@ -29,6 +29,7 @@ import os
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,7 +130,9 @@ def _restarted() -> bool:
     if not ray.is_initialized():  # asking the runtime context would start a Ray
         return False
     try:
-        return bool(ray.get_runtime_context().was_current_actor_reconstructed)
+        with warnings.catch_warnings():  # Ray's own property warns about its internals
+            warnings.simplefilter("ignore")
+            return bool(ray.get_runtime_context().was_current_actor_reconstructed)
     except Exception:  # not in an actor
         return False
 

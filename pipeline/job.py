@@ -17,6 +17,7 @@ the actors.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -459,8 +460,7 @@ def _run(config: JobConfig, found: Preflight, started: float) -> int:
             ds.write_datasink(sink, ray_remote_args={"num_cpus": WRITE_CPUS})
     except Exception as exc:
         print(
-            f"error: the run stopped before every row was committed ({type(exc).__name__}: "
-            f"{str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else ''}). "
+            f"error: the run stopped before every row was committed ({root_cause(exc)}). "
             "Committed rows are kept: rerun the same command to resume.",
             file=sys.stderr,
         )
@@ -480,6 +480,31 @@ def _run(config: JobConfig, found: Preflight, started: float) -> int:
         shards=sink.totals["shards"],
         actors={**stats_now["actors"], "stats_messages": stats_now["messages"]},
     )
+
+
+def root_cause(exc: BaseException) -> str:
+    """``Type: message`` of the error behind ``exc``. Ray wraps a task's own
+    error in RayTaskError and Ray Data in UserCodeException, whose own message
+    is a retry hint; the worker's traceback is in their text, and its last
+    ``Type: message`` line that is not a wrapper's is the cause."""
+    texts, outer = [], type(exc).__name__
+    while exc is not None and len(texts) < 8:
+        texts.append(str(exc))
+        exc = getattr(exc, "cause", None) or exc.__cause__
+    found = None
+    for text in texts:
+        for line in text.splitlines():
+            match = _ERROR_LINE.match(line)
+            if match and match.group(1).rsplit(".", 1)[-1] not in _WRAPPERS:
+                found = f"{match.group(1).rsplit('.', 1)[-1]}: {match.group(2).strip()}"
+    if found is None:
+        text = texts[0].strip()
+        found = f"{outer}: {text.splitlines()[-1]}" if text else outer
+    return found[:400]
+
+
+_ERROR_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception|Failed|Exit))(?:\(.*?\))?: (.+)$")
+_WRAPPERS = {"RayTaskError", "UserCodeException", "RayDataUserCodeException", "RayActorError"}
 
 
 def _nothing_to_do(config: JobConfig, found: Preflight, started: float, model_id: str) -> int:
