@@ -435,11 +435,19 @@ def bench_views(args: argparse.Namespace) -> dict:
 def bench_decode(args: argparse.Namespace) -> dict:
     """Views decoded per second on one core, as a decode task does it (PNG or
     JPEG to the model's input: composite, centre crop, resize), for sizing the
-    CPUs that feed an actor. Median of ``args.runs`` passes."""
+    CPUs that feed an actor. Median of ``args.runs`` passes.
+
+    With ``--kinds``, photo-like catalogs of those kinds (``shapes.photos``,
+    cached under ``--cache``) instead: CPU ms per view at each size, of the job's
+    decode and of the one it had before issue 18 (``legacy_model_input``),
+    interleaved run by run. With ``--quality``, the IoU check of
+    :func:`decode_quality` as well."""
     import tempfile
 
     from pipeline.decode import DecodeConfig, decode_views
 
+    if args.kinds or args.quality:
+        return bench_decode_kinds(args)
     if args.catalog:
         folder = Path(args.catalog)
     else:
@@ -458,6 +466,194 @@ def bench_decode(args: argparse.Namespace) -> dict:
             times.append(time.perf_counter() - t)
         result[f"views_per_s_{size}px"] = round(n_views / statistics.median(times), 1)
     return result
+
+
+def legacy_model_input(data: bytes, size: int):
+    """The job's per-view decode before issue 18, kept here only to measure
+    against (square images): the whole image decoded to RGBA, every pixel of
+    the crop composited over 240, one LANCZOS from full size."""
+    import numpy as np
+    from PIL import Image
+
+    from model.images import CROP_FRACTION, TEST_BACKGROUND, read_rgba
+
+    rgba = read_rgba(data)
+    side = rgba.shape[0]
+    if rgba.shape[1] != side:
+        raise ValueError("legacy_model_input measures square images only")
+    crop = max(1, min(side, int(round(side * CROP_FRACTION))))
+    at = int(round((side - crop) * 0.5))
+    image = Image.fromarray(np.ascontiguousarray(rgba[at : at + crop, at : at + crop]))
+    backdrop = Image.new("RGBA", image.size, (*TEST_BACKGROUND, 255))
+    rgb = Image.alpha_composite(backdrop, image).convert("RGB")
+    if crop != size:
+        rgb = rgb.resize((size, size), Image.Resampling.LANCZOS, reducing_gap=None)
+    return np.asarray(rgb)
+
+
+def photo_catalog(
+    cache: Path, kind: str, objects: int, views: int | tuple[int, int] = 5, seed: int = SEED
+) -> Path:
+    """A ``shapes.photos`` catalog, written once under ``cache`` (into a temporary
+    folder renamed when complete, so a folder that exists is whole)."""
+    import shutil
+
+    from shapes.photos import write_catalog
+
+    low, high = (views, views) if isinstance(views, int) else views
+    folder = Path(cache) / f"{kind}-n{objects}-v{low}-{high}-s{seed}"
+    if not folder.is_dir():
+        partial = folder.with_name(folder.name + f".partial-{os.getpid()}")
+        shutil.rmtree(partial, ignore_errors=True)
+        write_catalog(partial, kind, objects, views, seed=seed, rows_per_file=ROWS_PER_FILE)
+        partial.rename(folder)
+    return folder
+
+
+def _first_views(folder: Path, limit: int) -> list[list[bytes]]:
+    """Whole rows of the catalog holding at least ``limit`` views (or all)."""
+    rows, n = [], 0
+    for r in catalog_views(folder):
+        if n >= limit:
+            break
+        rows.append(r)
+        n += len(r)
+    return rows
+
+
+def decode_ms_per_view(folder: Path, image_size: int, runs: int = 3, limit: int = 100) -> float:
+    """CPU ms per view of the job's decode (``pipeline.decode.decode_views``) on
+    the first ``limit`` views (whole rows) of a local catalog at ``image_size``:
+    the median of ``runs`` passes, on one core."""
+    from pipeline.decode import DecodeConfig, decode_views
+
+    rows = _first_views(folder, limit)
+    n = sum(len(r) for r in rows)
+    config = DecodeConfig(image_size=image_size)
+    times = []
+    for _ in range(runs):
+        t = time.process_time()
+        for r in rows:
+            decode_views(r, config)
+        times.append(time.process_time() - t)
+    return 1000 * statistics.median(times) / n
+
+
+def _legacy_ms_per_view(folder: Path, image_size: int, limit: int) -> float:
+    rows = _first_views(folder, limit)
+    t = time.process_time()
+    for r in rows:
+        for data in r:
+            legacy_model_input(data, image_size)
+    return 1000 * (time.process_time() - t) / sum(len(r) for r in rows)
+
+
+def bench_decode_kinds(args: argparse.Namespace) -> dict:
+    """``decode --kinds/--quality``: the old and the new decode side by side."""
+    import tempfile
+
+    cache = Path(args.cache or Path(tempfile.gettempdir()) / "voxray-photos")
+    kinds = [k for k in args.kinds.split(",") if k]
+    result: dict = {"cache": str(cache)}
+    if kinds:
+        result.update(objects=args.objects, views_per_object=args.views)
+    ms: dict = {}
+    for kind in kinds:
+        t = time.perf_counter()
+        folder = photo_catalog(cache, kind, args.objects, args.views)
+        rows = _first_views(folder, args.limit)
+        views = [v for r in rows for v in r]
+        ms[kind] = {
+            "views_timed": len(views),
+            "kb_per_view": round(sum(map(len, views)) / len(views) / 1024, 1),
+            "catalog_s": round(time.perf_counter() - t, 1),
+        }
+        for size in args.sizes:
+            old, new = [], []
+            for _ in range(args.runs):  # interleaved: both see the same machine
+                old.append(_legacy_ms_per_view(folder, size, args.limit))
+                new.append(decode_ms_per_view(folder, size, runs=1, limit=args.limit))
+            o, n = statistics.median(old), statistics.median(new)
+            ms[kind][str(size)] = {
+                "old_ms": round(o, 2),
+                "new_ms": round(n, 2),
+                "ratio": round(o / n, 1),
+            }
+    if kinds:
+        result["ms_per_view"] = ms
+        result["decode_ms_per_view"] = {
+            k: {s: v[s]["new_ms"] for s in map(str, args.sizes)} for k, v in ms.items()
+        }
+    if args.quality:
+        result["quality"] = decode_quality(cache, args.quality_objects, args.views)
+    return result
+
+
+def decode_quality(cache: Path, objects: int, views: int = 5) -> dict:
+    """The IoU of the shipped model on the first ``objects`` held-out objects
+    (seed 3003, the model card's test set; ``views`` cameras each, drawn as
+    ``shapes.photos`` draws them), decoded by the job's old and new paths:
+    from the 137 px renders (``png137``) and from 1024 px studio JPEGs of the
+    same objects (``jpeg1024``). IoU@0.4 with the first view and with all."""
+    import numpy as np
+
+    from model import Reconstructor, devices
+    from model.images import read_model_input
+    from model.voxels import THRESHOLD, iou, unpack_voxels
+
+    devices.configure()
+    rec = Reconstructor(None, precision="fp32")
+    size = rec.image_size
+    out: dict = {"objects": objects, "views": views, "model": rec.model_id, "image_size": size}
+    scores: dict = {}
+    pixels: dict = {}
+    for kind in ("png137", "jpeg1024"):
+        folder = photo_catalog(cache, kind, objects, views, seed=3003)
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(folder, columns=["views", "voxels"])
+        truth = np.stack([unpack_voxels(v) for v in table.column("voxels").to_pylist()])
+        rows = table.column("views").to_pylist()
+        for path, decode in (("old", legacy_model_input), ("new", read_model_input)):
+            decoded = [np.stack([decode(v, size) for v in r]) for r in rows]
+            pixels[kind, path] = decoded
+            for n in (1, views):
+                probs = rec.predict([d[:n] for d in decoded])
+                scores[kind, path, n] = iou(probs >= THRESHOLD, truth)
+    out["iou"] = {
+        f"{kind}_{path}": {
+            str(n): round(float(scores[kind, path, n].mean()), 4) for n in (1, views)
+        }
+        for kind in ("png137", "jpeg1024")
+        for path in ("old", "new")
+    }
+
+    def delta(a: tuple, b: tuple) -> dict:
+        return {
+            str(n): round(float((scores[(*a, n)] - scores[(*b, n)]).mean()), 4) for n in (1, views)
+        }
+
+    out["held_out_new_minus_old"] = delta(("png137", "new"), ("png137", "old"))
+    out["jpeg1024_new_minus_png137_new"] = delta(("jpeg1024", "new"), ("png137", "new"))
+    out["jpeg1024_new_minus_old"] = delta(("jpeg1024", "new"), ("jpeg1024", "old"))
+    out["png137_pixels_identical"] = all(
+        np.array_equal(a, b)
+        for a, b in zip(pixels["png137", "old"], pixels["png137", "new"], strict=True)
+    )
+    out["jpeg1024_mean_abs_pixel_diff"] = round(
+        float(
+            np.mean(
+                [
+                    np.abs(a.astype(np.int16) - b).mean()
+                    for a, b in zip(
+                        pixels["jpeg1024", "old"], pixels["jpeg1024", "new"], strict=True
+                    )
+                ]
+            )
+        ),
+        3,
+    )
+    return out
 
 
 # --- catalog scale ----------------------------------------------------------------------
@@ -876,6 +1072,15 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--views", type=int, default=5, help="views per procedural object")
     d.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], default=[64, 127])
     d.add_argument("--runs", type=int, default=5)
+    d.add_argument(
+        "--kinds",
+        default="",
+        help="photo catalogs to time, old vs new decode: png137,jpeg300,jpeg1024,jpeg2048",
+    )
+    d.add_argument("--cache", default="", help="where --kinds catalogs are kept (default: tmp)")
+    d.add_argument("--limit", type=int, default=100, help="views timed per kind")
+    d.add_argument("--quality", action="store_true", help="IoU, old vs new decode (loads TF)")
+    d.add_argument("--quality-objects", type=int, default=130, help="held-out objects scored")
     d.add_argument("--json", action="store_true", help="last line printed is JSON")
     args = parser.parse_args(argv)
     if args.what == "decode":
