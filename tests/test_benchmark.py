@@ -102,3 +102,39 @@ def test_bad_benchmark_flags_are_refused():
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert out.returncode == 2 and "--repeats" in out.stderr
+
+
+def test_decode_benchmark_times_old_and_new_decode_on_photo_catalogs(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "jobs/benchmark.py", "decode", "--kinds", "png137,jpeg300",
+         "--objects", "2", "--views", "2", "--limit", "3", "--runs", "1", "--sizes", "64",
+         "--cache", str(tmp_path), "--json"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=True,
+    )  # fmt: skip
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    for kind in ("png137", "jpeg300"):
+        timed = result["ms_per_view"][kind]
+        assert timed["views_timed"] == 4  # whole rows: 2 views each, at least 3
+        assert timed["64"]["old_ms"] > 0 and timed["64"]["new_ms"] > 0
+        assert result["decode_ms_per_view"][kind]["64"] == timed["64"]["new_ms"]
+    # the catalogs stay cached; the feed benchmark's entry point reads them
+    folder = tmp_path / "png137-n2-v2-2-s5"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["jpeg300-n2-v2-2-s5", folder.name]
+    assert benchmark.decode_ms_per_view(folder, 64, runs=1, limit=2) > 0
+    assert benchmark.photo_catalog(tmp_path, "png137", 2, 2) == folder
+
+
+def test_the_legacy_decode_measured_against_gives_the_renders_pixels():
+    """The old path kept in the benchmark is the old path: on the renders it
+    agrees bit for bit with the job's (which tests/test_images.py holds to
+    read_rgba + to_model_input)."""
+    import numpy as np
+
+    import shapes
+    from model.images import read_model_input
+
+    for data in shapes.generate_object(5, 1, views=2)["views"]:
+        for size in (64, 127):
+            np.testing.assert_array_equal(
+                benchmark.legacy_model_input(data, size), read_model_input(data, size)
+            )
