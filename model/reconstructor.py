@@ -160,26 +160,24 @@ class Reconstructor:
         self.jit_compile = XLA_BY_DEVICE[device.upper()] if jit_compile is None else jit_compile
         self.model = with_precision(model, precision)
         s = self.image_size
-        # Graph traces so far (a test holds XLA to one per view bucket).
+        views = tf.TensorSpec([None, s, s, 3], tf.uint8, name="views")
+        index = tf.TensorSpec([None, None], tf.int32, name="view_index")
+        level = tf.TensorSpec([], tf.int32, name="level")
+        # The plain graph is traced once for any shape. XLA compiles per concrete
+        # shape, so with XLA each shape is its own trace: one trace, one compile,
+        # and ``traces`` counts both (a test holds it to one per view bucket).
+        fixed = self.jit_compile
         self.traces = 0
         self._grids = tf.function(
             self._grids_graph,
-            input_signature=[
-                tf.TensorSpec([None, s, s, 3], tf.uint8, name="views"),
-                tf.TensorSpec([None, None], tf.int32, name="view_index"),
-                tf.TensorSpec([], tf.int32, name="level"),
-            ],
+            input_signature=None if fixed else [views, index, level],
             jit_compile=self.jit_compile,
-            autograph=False,
+            autograph=False,  # plain graph code: no Python control flow on tensors
         )
         self._forward = tf.function(
             self._forward_graph,
-            input_signature=[
-                tf.TensorSpec([None, s, s, 3], tf.uint8, name="views"),
-                tf.TensorSpec([None, None], tf.int32, name="view_index"),
-            ],
+            input_signature=None if fixed else [views, index],
             jit_compile=self.jit_compile,
-            # Plain graph code: no Python control flow on tensors to convert.
             autograph=False,
         )
 

@@ -175,3 +175,38 @@ def test_beat_sends_at_most_one_message_per_batch(ray_local):
     now = progress.snapshot(stats)
     assert now["actors"]["calls"] == calls and now["actors"]["rows"] == 16 * calls
     assert now["messages"] <= 1 + 5, now  # register + a few beats
+
+
+@pytest.mark.slow
+def test_xla_compiles_once_per_view_bucket():
+    """With XLA every call is padded to [batch_size, bucket] objects x views, so
+    however the view counts and call sizes vary, a run traces (and compiles)
+    once per view bucket it meets; without XLA, once in all."""
+    from model import Reconstructor, build_from_config
+    from model.network import DecoderStage, EncoderBlock, NetworkConfig
+    from model.reconstructor import view_bucket
+
+    tiny = NetworkConfig(
+        name="tiny",
+        image_size=16,
+        encoder=(EncoderBlock(4, first_kernel=3), EncoderBlock(4, shortcut="conv")),
+        fc_units=8,
+        cell="gru",
+        grid=4,
+        hidden=4,
+        decoder=(DecoderStage(4), DecoderStage(4), DecoderStage(4, convs=1)),
+    )
+    net = build_from_config(tiny)
+    rng = np.random.default_rng(0)
+    calls = [[1], [2, 2, 2], [5, 5], [7, 7, 7, 7], [8, 8], [1, 1, 1], [5], [2]]
+    inputs = [rng.integers(0, 256, (sum(c), 16, 16, 3), np.uint8) for c in calls]
+    plain = Reconstructor(net, batch_size=4, jit_compile=False)
+    xla = Reconstructor(net, batch_size=4, jit_compile=True)
+    for views, counts in zip(inputs, calls, strict=True):
+        a = plain.run_packed(views, np.array(counts), 102)[0]
+        b = xla.run_packed(views, np.array(counts), 102)[0]
+        assert a.shape == b.shape == (len(counts), 32, 32, 32)
+        # padding the call changes nothing but rounding
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+    assert plain.traces == 1
+    assert xla.traces == len({view_bucket(c[0]) for c in calls}) == 4
