@@ -446,17 +446,22 @@ def test_padding_without_the_padded_square_gives_the_same_pixels(shape):
         assert np.abs(got.astype(int) - expected).max() <= tolerance, setting
 
 
+@pytest.mark.parametrize(
+    "call", ["to_model_input(read_rgba(data), 127)", "read_model_input(data, 127)"]
+)
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
 @pytest.mark.parametrize("width, height", [(20000, 10), (10, 20000)])
-def test_a_long_thin_image_costs_what_it_holds(width, height):
+def test_a_long_thin_image_costs_what_it_holds(width, height, fmt, call):
     """A 695-byte 20000x10 PNG used to cost 3.5 GiB (its padded square)."""
     code = f"""
 import io, resource
 from PIL import Image
-from model.images import read_rgba, to_model_input
+from model.images import read_model_input, read_rgba, to_model_input
 buffer = io.BytesIO()
-Image.new("RGB", ({width}, {height}), (10, 200, 30)).save(buffer, "PNG")
+Image.new("RGB", ({width}, {height}), (10, 200, 30)).save(buffer, "{fmt}")
+data = buffer.getvalue()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-out = to_model_input(read_rgba(buffer.getvalue()), 127)
+out = {call}
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 assert out.shape == (127, 127, 3)
 print((after - before) // 1024)
