@@ -567,14 +567,14 @@ def bench_decode_kinds(args: argparse.Namespace) -> dict:
         result.update(objects=args.objects, views_per_object=args.views)
     ms: dict = {}
     for kind in kinds:
-        t = time.perf_counter()
+        t = time.process_time()  # of writing the catalog (0 when cached): one process
         folder = photo_catalog(cache, kind, args.objects, args.views)
         rows = _first_views(folder, args.limit)
         views = [v for r in rows for v in r]
         ms[kind] = {
             "views_timed": len(views),
             "kb_per_view": round(sum(map(len, views)) / len(views) / 1024, 1),
-            "catalog_s": round(time.perf_counter() - t, 1),
+            "catalog_cpu_s": round(time.process_time() - t, 1),
         }
         for size in args.sizes:
             old, new = [], []
@@ -662,6 +662,339 @@ def decode_quality(cache: Path, objects: int, views: int = 5) -> dict:
         3,
     )
     return out
+
+
+# --- feeding the accelerator ------------------------------------------------------------
+
+# One H200 as the stand-in models it: a sustained 200 TFLOP/s on the model's
+# convolutions (about a fifth of its dense bf16 peak; the figure docs/ and
+# DESIGN.md plan with) and 0.1 ms per call for launches and the copies. An
+# assumption, not a measurement: no GPU was measured (docs/benchmarks.md).
+H200_FLOPS = 200e12
+H200_CALL_MS = 0.1
+FEED_PRESETS = ("compact-wide", "res3d-gru-3")
+FEED_KINDS = ("png137", "jpeg300", "jpeg1024", "jpeg2048")
+
+
+def h200_latency(preset: str, views: int = 5) -> dict:
+    """The stand-in's latency for ``preset`` on one H200 (see ``H200_FLOPS``):
+    FLOPs per object from the network itself (``model.flops``)."""
+    from model import build
+    from model.flops import count_flops
+
+    net = build(preset)
+    flops = count_flops(net, 1, views)
+    return {
+        "image_size": int(net.input["views"].shape[1]),
+        "gflops_per_object": round(flops / 1e9, 3),
+        "per_object_us": round(flops / H200_FLOPS * 1e6, 3),
+        "latency_ms": H200_CALL_MS,
+    }
+
+
+def decoded_block(folder: Path, image_size: int, rows: int):
+    """The decode stage's output for the first ``rows`` rows of a catalog, as
+    the actor receives it (one Arrow table), repeated to ``rows`` when the
+    catalog is smaller."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.decode import DecodeConfig, decode_batch
+
+    tables, have = [], 0
+    for f in sorted(folder.rglob("*.parquet")):
+        # no ground truth, as in a real catalog (the actor's IoU work is then skipped)
+        tables.append(pq.read_table(f, columns=["object_id", "views"]))
+        have += tables[-1].num_rows
+        if have >= rows:
+            break
+    table = pa.concat_tables(tables)
+    table = pa.concat_tables([table] * -(-rows // table.num_rows)).slice(0, rows)
+    return decode_batch(table, DecodeConfig(image_size=image_size)).combine_chunks()
+
+
+def actor_host_us(block, image_size: int, batch: int, calls: int = 15) -> float:
+    """CPU µs per object of the model actor's own work (the stand-in's wait is
+    zero and it does no work but pick a grid): its thread's CPU time per call
+    over a block of rows, median of ``calls``, in this process without Ray."""
+    from pipeline.infer import InferConfig, Reconstruct
+
+    spec = f"image_size={image_size}"
+    actor = Reconstruct(
+        InferConfig(model="", image_size=image_size, batch_size=batch, stand_in=spec)
+    )
+    actor(block)
+    times = []
+    for _ in range(calls):
+        t = time.thread_time()
+        actor(block)
+        times.append(time.thread_time() - t)
+    return statistics.median(times) / block.num_rows * 1e6
+
+
+def feed_actor(block, image_size: int, batch: int, spec: str, blocks: int) -> dict:
+    """One model actor with the stand-in, fed by Ray Data from blocks already
+    decoded (the same block ``blocks`` times, from the object store: decoding is
+    not the limit), its grids pulled back as the sink would pull them. Rate
+    over the steady state (first output to last); the actor's own figures from
+    the stats actor (busy fraction, host CPU per object, messages)."""
+    import ray
+    import ray.data
+
+    from pipeline import cluster, progress
+    from pipeline.infer import InferConfig, Reconstruct
+
+    ref = ray.put(block)
+    stats = progress.start()
+    config = InferConfig(
+        model="", image_size=image_size, batch_size=batch, stand_in=spec, stats=stats
+    )
+    ds = ray.data.from_arrow_refs([ref] * blocks).map_batches(
+        Reconstruct,
+        fn_constructor_kwargs={"config": config},
+        compute=ray.data.ActorPoolStrategy(size=1, max_concurrent_calls_per_actor=2),
+        batch_size=max(batch, block.num_rows),
+        batch_format="pyarrow",
+        num_cpus=1,
+        memory=cluster.ACTOR_MEMORY // 4,
+    )
+    first, rows, seen = None, 0, 0
+    for out in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+        if first is None:
+            first = time.perf_counter()
+        else:
+            rows += out.num_rows
+        seen += out.num_rows
+    elapsed = time.perf_counter() - first
+    deadline = time.monotonic() + 5  # the actor's last beat follows its last call
+    while time.monotonic() < deadline:
+        snap = progress.snapshot(stats)
+        if snap["actors"]["rows"] >= seen:
+            break
+        time.sleep(0.2)
+    ray.kill(stats)
+    return {
+        "objects_per_s": round(rows / elapsed, 1) if elapsed > 0 else None,
+        "busy_fraction": snap["actors"]["busy_fraction"],
+        "host_us_per_object": snap["actors"]["host_us_per_object"],
+        "stats_messages_per_block": round(snap["messages"] / max(1, snap["actors"]["calls"]), 3),
+        "blocks": snap["actors"]["calls"],
+    }
+
+
+def stats_load(actors: int = 64, seconds: float = 5.0, calls_per_s: float = 20.0) -> dict:
+    """The stats actor's load with ``actors`` simulated model actors, each
+    finishing ``calls_per_s`` batches a second for ``seconds``: through its own
+    Beat (as an actor does now), and with the two messages per batch an actor
+    used to send (started, finished). Messages sent per second, how long after
+    the last batch the stats actor had worked through them (0: it kept up), and
+    the share of one core it spent."""
+    import threading
+
+    import ray
+
+    from pipeline import progress
+
+    def run(scheme: str) -> dict:
+        stats = progress.start()
+        ray.get([stats.register.remote(f"a{i}", None, "simulated") for i in range(actors)])
+        before = ray.get(stats.usage.remote())
+        started = time.monotonic()
+        stop = started + seconds
+        beats = [progress.Beat(stats, f"a{i}", lambda: 0.0, keepalive=60.0) for i in range(actors)]
+        sent = [0] * actors
+
+        def actor(i: int) -> None:
+            beat, k = beats[i], 0
+            while time.monotonic() < stop:
+                if scheme == "beat":
+                    beat.end(beat.begin(), 256)
+                else:  # the old protocol's two messages per batch
+                    progress.tell(stats, "beat", f"a{i}", {"calls": k})
+                    progress.tell(stats, "beat", f"a{i}", {"calls": k + 1})
+                    sent[i] += 2
+                k += 1
+                time.sleep(1.0 / calls_per_s)
+
+        threads = [threading.Thread(target=actor, args=(i,)) for i in range(actors)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        time.sleep(2 * progress.BEAT_SECONDS)  # the beats' last messages
+        after = ray.get(stats.usage.remote(), timeout=600)  # queued behind every message
+        drained = time.monotonic() - stop - 2 * progress.BEAT_SECONDS
+        ray.kill(stats)
+        messages = after["messages"] - before["messages"]
+        busy_s = time.monotonic() - started
+        return {
+            "messages_per_s": round(messages / seconds, 1),
+            "drained_after_s": round(max(0.0, drained), 2),
+            "stats_actor_core_share": round((after["cpu_s"] - before["cpu_s"]) / busy_s, 4),
+        }
+
+    return {
+        "actors": actors,
+        "batches_per_s": actors * calls_per_s,
+        "beat": run("beat"),
+        "two_per_batch": run("old"),
+    }
+
+
+def bench_feed(args: argparse.Namespace) -> dict:
+    """What the pipeline can feed an accelerator, with the stand-in device in
+    place of the model (``--stand-in``): the actor's host work, one actor fed
+    pre-decoded blocks at zero latency and at one H200's latency per preset,
+    decode per view on real-photo catalogs, the whole job end to end, and the
+    stats actor under 64 simulated actors."""
+    import tempfile
+
+    import ray
+
+    from model.defaults import GPU_BATCH_SIZE
+
+    work = Path(tempfile.mkdtemp(prefix="voxray-feed-"))
+    cache = Path(args.cache or Path(tempfile.gettempdir()) / "voxray-photos")
+    catalogs = {k: photo_catalog(cache, k, args.objects, args.views) for k in args.kinds}
+    base = catalogs.get("png137") or next(iter(catalogs.values()))
+    result: dict = {"objects": args.objects, "views": args.views, "batch": args.batch}
+
+    latencies = {p: h200_latency(p, args.views) for p in FEED_PRESETS}
+    result["h200_assumption"] = {
+        "flops_per_s": H200_FLOPS,
+        "call_ms": H200_CALL_MS,
+        "presets": latencies,
+    }
+    blocks = {s: decoded_block(base, s, args.block_rows) for s in (64, 127)}
+    result["actor_host_us_per_object"] = {
+        str(s): round(actor_host_us(b, s, args.batch), 1) for s, b in blocks.items()
+    }
+    result["actor_host_us_per_object_batch16"] = {
+        str(s): round(actor_host_us(b, s, 16), 1) for s, b in blocks.items()
+    }
+    result["decode_ms_per_view"] = {
+        k: round(decode_ms_per_view(folder, 64, runs=3, limit=args.decode_objects), 3)
+        for k, folder in catalogs.items()
+    }
+    result["decode_objects_per_s_per_core"] = {
+        k: round(1000.0 / (ms * args.views), 1) for k, ms in result["decode_ms_per_view"].items()
+    }
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})  # fmt: skip
+    try:
+        import ray.data
+
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        zero = feed_actor(blocks[64], 64, args.batch, "image_size=64", args.feed_blocks)
+        result["zero_latency_objects_per_s"] = zero["objects_per_s"]
+        result["zero_latency"] = zero
+        busy = {}
+        for preset, lat in latencies.items():
+            size = lat["image_size"]
+            spec = (
+                f"image_size={size},latency_ms={lat['latency_ms']},"
+                f"per_object_us={lat['per_object_us']}"
+            )
+            busy[preset] = feed_actor(blocks[size], size, args.batch, spec, args.feed_blocks)
+        result["h200_feed"] = busy
+        result["busy_fraction"] = {p: b["busy_fraction"] for p, b in busy.items()}
+        # the reason for the GPU default: the same feeds at the CPU's batch size
+        small = {}
+        for preset, lat in latencies.items():
+            size = lat["image_size"]
+            spec = (
+                f"image_size={size},latency_ms={lat['latency_ms']},"
+                f"per_object_us={lat['per_object_us']}"
+            )
+            small[preset] = feed_actor(blocks[size], size, 16, spec, args.feed_blocks)
+        result["h200_feed_batch16"] = small
+        result["stats_load"] = stats_load()
+    finally:
+        ray.shutdown()
+
+    lat = latencies["compact-wide"]
+    spec = f"latency_ms={lat['latency_ms']},per_object_us={lat['per_object_us']}"
+    jobs = {}
+    for kind, folder in catalogs.items():
+        # small blocks: the catalog streams through as many blocks (the actor still
+        # takes --batch rows a call)
+        extra = ["--stand-in", spec, "--actors", "1", "--rows-per-block", str(args.job_block_rows)]
+        run = run_job(folder, work / f"job-{kind}", args.batch, extra)
+        summary = json.loads((work / f"job-{kind}" / "_SUCCESS").read_text())
+        actors = summary.get("actors", {})
+        jobs[kind] = {
+            "rows": run["rows"],
+            "wall_s": run["wall_s"],
+            "objects_per_s": round(actors["rows"] / actors["active_s"], 1)
+            if actors.get("active_s")
+            else None,
+            "busy_fraction": actors.get("busy_fraction"),
+            "stats_messages_per_block": round(
+                actors.get("stats_messages", 0) / max(1, actors.get("calls", 0)), 3
+            ),
+        }
+    result["job"] = jobs
+    headline = jobs.get("png137") or next(iter(jobs.values()))
+    result["objects_per_s"] = headline["objects_per_s"]
+    result["stats_messages_per_block"] = headline["stats_messages_per_block"]
+    result["gpu_batch_size"] = GPU_BATCH_SIZE
+    result["work_dir"] = str(work)
+    return result
+
+
+def bench_grouping(args: argparse.Namespace) -> dict:
+    """Grouping by view count, measured: the same block of objects with 1..24
+    views (uniform) through the model in calls of ``--batch`` objects, three
+    ways: in input order (each call runs as many recurrence steps as its
+    most-viewed object, as when a Ray batch was one model call), sorted by view
+    count (calls mix neighbouring counts), and grouped by exact count (the
+    actor's way: no masked step, some calls smaller). Median of ``--runs``."""
+    import numpy as np
+
+    from model import Reconstructor
+    from model.voxels import threshold_level
+
+    rec = Reconstructor(args.model or None, batch_size=args.batch)
+    s, rng = rec.image_size, np.random.default_rng(SEED)
+    counts = rng.integers(1, 25, args.objects)
+    views = [rng.integers(0, 256, (int(n), s, s, 3), np.uint8) for n in counts]
+    level = threshold_level()
+
+    def in_order(order: np.ndarray) -> list[np.ndarray]:
+        return [order[i : i + args.batch] for i in range(0, len(order), args.batch)]
+
+    def by_count() -> list[np.ndarray]:
+        order = np.argsort(counts, kind="stable")
+        runs = np.split(order, np.flatnonzero(np.diff(counts[order])) + 1)
+        return [r[i : i + args.batch] for r in runs for i in range(0, len(r), args.batch)]
+
+    plans = {
+        "input_order": in_order(np.arange(len(counts))),
+        "sorted": in_order(np.argsort(counts, kind="stable")),
+        "grouped": by_count(),
+    }
+    rec.run_packed(np.concatenate(views[: args.batch]), counts[: args.batch], level)
+    result: dict = {"objects": args.objects, "batch": args.batch, "model": rec.model_id}
+    for name, calls in plans.items():
+        packed = [(np.concatenate([views[i] for i in c]), counts[c]) for c in calls]
+        steps = sum(len(c) * int(counts[c].max()) for c in calls)
+        times = []
+        for _ in range(args.runs):
+            t = time.perf_counter()
+            for v, n in packed:
+                rec.run_packed(v, n, level)
+            times.append(time.perf_counter() - t)
+        result[name] = {
+            "calls": len(calls),
+            "recurrence_steps": steps,
+            "objects_per_s": round(args.objects / statistics.median(times), 2),
+        }
+    base = result["input_order"]["objects_per_s"]
+    for name in ("sorted", "grouped"):
+        result[name]["vs_input_order"] = round(result[name]["objects_per_s"] / base, 3)
+    result["real_views"] = int(counts.sum())
+    return result
 
 
 # --- catalog scale ----------------------------------------------------------------------
@@ -1019,7 +1352,7 @@ print(json.dumps({{"list_s": listed, "scan_s": time.perf_counter() - t - listed,
 
 
 def main(argv: list[str] | None = None) -> int:
-    from model.defaults import BATCH_SIZE
+    from model.defaults import BATCH_SIZE, GPU_BATCH_SIZE
     from pipeline.job import JobConfig
 
     parser = argparse.ArgumentParser(
@@ -1090,8 +1423,29 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--quality", action="store_true", help="IoU, old vs new decode (loads TF)")
     d.add_argument("--quality-objects", type=int, default=130, help="held-out objects scored")
     d.add_argument("--json", action="store_true", help="last line printed is JSON")
+    f = sub.add_parser("feed", help="what the pipeline feeds an accelerator (stand-in device)")
+    f.add_argument("--objects", type=int, default=200, help="objects per catalog")
+    f.add_argument("--views", type=int, default=5)
+    f.add_argument("--kinds", type=lambda s: s.split(","), default=list(FEED_KINDS))
+    f.add_argument("--batch", type=int, default=GPU_BATCH_SIZE, help="objects per device call")
+    f.add_argument("--block-rows", type=int, default=256, help="rows per block (--rows-per-block)")
+    f.add_argument("--feed-blocks", type=int, default=120, help="pre-decoded blocks fed")
+    f.add_argument("--job-block-rows", type=int, default=32, help="--rows-per-block of the jobs")
+    f.add_argument("--decode-objects", type=int, default=40, help="objects timed per catalog")
+    f.add_argument("--cache", default="", help="where photo catalogs are kept (default: tmp)")
+    f.add_argument("--json", action="store_true", help="last line printed is JSON")
+    g = sub.add_parser("grouping", help="1..24-view objects: calls grouped by view count or not")
+    g.add_argument("--objects", type=int, default=256, help="objects in the block")
+    g.add_argument("--batch", type=int, default=BATCH_SIZE, help="objects per model call")
+    g.add_argument("--model", default="", help="a .keras file; default: shipped weights")
+    g.add_argument("--runs", type=int, default=3)
+    g.add_argument("--json", action="store_true", help="last line printed is JSON")
     args = parser.parse_args(argv)
-    if args.what == "decode":
+    if args.what == "grouping":
+        result = bench_grouping(args)
+    elif args.what == "feed":
+        result = bench_feed(args)
+    elif args.what == "decode":
         result = bench_decode(args)
     elif args.what == "scale":
         result = bench_scale(args)

@@ -145,6 +145,7 @@ class StandIn:
         self.busy_s = 0.0
         self._lock = threading.Lock()
         self._shapes = _grids()
+        self._occupied: dict[int, np.ndarray] = {}  # per level: each shape's count
 
     def warm_up(self, views_per_object: int = 5) -> None:
         """Nothing to trace; here for the Reconstructor's interface."""
@@ -174,9 +175,11 @@ class StandIn:
         # one pixel of each object's first view picks its shape: cheap, input-dependent
         pick = views[first, views.shape[1] // 2, views.shape[2] // 2, 0].astype(np.int64)
         choice = pick % len(self._shapes)
-        grids = self._shapes[choice]
-        occupied = (grids >= level).reshape(n, -1).sum(axis=1, dtype=np.int32)
-        return grids, occupied
+        if level not in self._occupied:
+            flat = self._shapes.reshape(len(self._shapes), -1)
+            self._occupied[level] = (flat >= level).sum(axis=1, dtype=np.int32)
+        # a fresh array, as a device's result lands in host memory
+        return self._shapes[choice], self._occupied[level][choice]
 
     def _maybe_fail(self, call: int) -> None:
         spec = self.spec

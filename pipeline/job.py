@@ -467,6 +467,7 @@ def _run(config: JobConfig, found: Preflight, started: float) -> int:
         return EXIT_RUN
     # The manifests this run committed, folded into the output's index.
     io.retrying(lambda: index.fold(config.output, out_options), config.io_retry_seconds)
+    time.sleep(1.2 * progress.BEAT_SECONDS)  # the actors' last beats, for the report
     stats_now = progress.snapshot(stats)
     precisions = stats_now["precisions"]
     return _finish(

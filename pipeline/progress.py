@@ -54,8 +54,9 @@ class Stats:
 
     def beat(self, actor: str, state: dict[str, Any]) -> None:
         """An actor's state: ``inflight_age`` (s, oldest batch running, or None),
-        and its process's cumulative ``calls``, ``rows``, ``cpu_s``, ``busy_s``
-        (waiting on the device) and ``active_s`` (first batch start to last end)."""
+        and its process's cumulative ``calls``, ``rows``, ``cpu_s`` (CPU time
+        since its first batch began), ``busy_s`` (waiting on the device) and
+        ``active_s`` (first batch start to last end)."""
         self.messages += 1
         now = time.monotonic()
         entry = self.actors.get(actor)
@@ -111,6 +112,10 @@ class Stats:
     def precision(self, name: str) -> None:
         self.messages += 1
         self.precisions.add(name)
+
+    def usage(self) -> dict[str, float]:
+        """Messages received and this actor's CPU seconds (the benchmark's load)."""
+        return {"messages": self.messages, "cpu_s": time.process_time()}
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -178,6 +183,7 @@ class Beat:
         self.lock = threading.Lock()
         self.wake = threading.Event()
         self.next_id = 0
+        self.cpu_at_first = 0.0  # process CPU seconds when the first batch began
         if stats is not None:
             threading.Thread(target=self._loop, name="voxray-beat", daemon=True).start()
 
@@ -188,6 +194,7 @@ class Beat:
             self.inflight[self.next_id] = now
             if self.first is None:
                 self.first = now
+                self.cpu_at_first = time.process_time()
             return self.next_id
 
     def end(self, call: int, rows: int) -> None:
@@ -198,8 +205,6 @@ class Beat:
             self.rows += rows
             self.last_end = now
             self.ended = True
-        if not self.inflight:
-            self.wake.set()  # idle: tell now, the run may be ending
 
     def state(self) -> dict[str, Any]:
         now = time.monotonic()
@@ -210,7 +215,7 @@ class Beat:
                 "inflight_age": None if oldest is None else now - oldest,
                 "calls": self.calls,
                 "rows": self.rows,
-                "cpu_s": time.process_time(),
+                "cpu_s": time.process_time() - self.cpu_at_first if self.first else 0.0,
                 "busy_s": float(self.busy()),
                 "active_s": (end - self.first) if self.first is not None and end else 0.0,
             }
@@ -222,7 +227,6 @@ class Beat:
             now = time.monotonic()
             with self.lock:
                 due = self.ended and now - self.sent >= BEAT_SECONDS
-                due = due or (self.ended and not self.inflight)
                 due = due or (bool(self.inflight) and now - self.sent >= self.keepalive)
                 if due:
                     self.ended = False
