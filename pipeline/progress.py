@@ -159,10 +159,13 @@ def actor_totals(states: list[dict[str, Any]], retired: dict[str, float], live: 
 class Beat:
     """A model actor's side of the stats: counts its batches in the process and
     sends the stats actor its state from a background thread, at most once per
-    ``BEAT_SECONDS`` and only after a batch ended (a batch that starts is told
-    with the next message), and while a batch runs at least every
-    ``keepalive`` seconds, so the stall check sees its age. Messages per block
-    stay at or below one however fast the device is.
+    ``BEAT_SECONDS`` and only after a batch ended (at once when the last
+    message is older than that; a batch that starts is told with the next
+    message), and while a batch runs at least every ``keepalive`` seconds, so
+    the stall check sees its age. Messages per block stay at or below one
+    however fast the device is; the last half second of a fast actor's work may
+    never be told when Ray Data ends the pool (the rows are counted by the
+    commits, not here).
 
     Args:
         stats: the job's stats actor (None: count, send nothing).
@@ -205,6 +208,9 @@ class Beat:
             self.rows += rows
             self.last_end = now
             self.ended = True
+            quiet = now - self.sent >= BEAT_SECONDS
+        if quiet:  # tell now: a slow batch's end is news, and the pool may be ending
+            self.wake.set()
 
     def state(self) -> dict[str, Any]:
         now = time.monotonic()
