@@ -587,7 +587,7 @@ def bench_decode_kinds(args: argparse.Namespace) -> dict:
             ms[kind][str(size)] = {
                 "old_ms": round(o, 2),
                 "new_ms": round(n, 2),
-                "ratio": round(o / n, 1),
+                "ratio": round(o / n, 2),
             }
     if kinds:
         result["ms_per_view"] = ms
