@@ -22,12 +22,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
 
-from pipeline import cli, io, preview, results  # noqa: E402
+from pipeline import cli, io, results  # noqa: E402
 
 SHEET_ROWS = 12
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        from pipeline import preview  # matplotlib: the output tools' package
+    except ImportError as exc:
+        return results.missing_package("preview", exc)
+
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -20,8 +20,9 @@ import json
 import re
 import sys
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import reduce
 from operator import and_
@@ -34,10 +35,12 @@ import pyarrow.compute as pc
 from model import images, voxels
 from pipeline import index as output_index
 from pipeline import io, shards
-from pipeline.layout import MANIFEST_SCHEMA, OK, SHARDS, SUCCESS
+from pipeline.layout import MANIFEST_SCHEMA, OK, RUNS, SHARDS, SUCCESS, error_kind
 
 if TYPE_CHECKING:
     import duckdb
+    import pandas
+    import polars
     import pyarrow.dataset as ds
 
 # What finding and reading a grid needs from a manifest row.
@@ -46,6 +49,12 @@ _SHARD_CACHE: OrderedDict[str, dict[str, np.ndarray]] = OrderedDict()
 _SHARD_CACHE_SIZE = 4
 _SHARD_CACHE_LOCK = threading.Lock()
 _SHOWN_IDS = 5  # ids named in an error message
+LIST_ATTEMPTS = 5  # listings of an output a read tries before a missing file is an error
+# What an analyst's install lacks, and the line that installs it.
+INSTALL_HINT = (
+    "pip install -e '.[output]' in a voxray checkout (the job's install), or for the "
+    "reader alone: pip install --no-deps -e . && pip install -r requirements-reader.txt"
+)
 
 
 class DuplicateIdError(LookupError):
@@ -87,10 +96,47 @@ def read_manifests(
         >>> ok = table.filter(pc.equal(table["status"], "ok"))
         >>> chairs = read_manifests("s3://bucket/grids", filter=pc.field("category") == "chair")
     """
-    current = output_index.state(url, storage_options)
-    return output_index.read_table(
-        current, columns, storage_options, filters=filter, threads=threads
+    table = _listed_again(
+        lambda: output_index.read_table(
+            output_index.state(url, storage_options),
+            columns,
+            storage_options,
+            filters=filter,
+            threads=threads,
+        )
     )
+    return _with_error_kinds(table)
+
+
+def _listed_again(read: Callable[[], Any], attempts: int = LIST_ATTEMPTS) -> Any:
+    """``read()``, listed and read again when a file it listed is gone when it
+    is opened: a running job's index fold merges small parts into a larger one
+    and then removes them, so a reader can list a part that is gone a moment
+    later. The next listing finds the merged part (written before the others
+    are removed), so no row is lost or read twice; a file still missing after
+    ``attempts`` listings is a real loss and raised."""
+    for attempt in range(attempts):
+        try:
+            return read()
+        except FileNotFoundError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _with_error_kinds(table: pa.Table) -> pa.Table:
+    """``error_kind`` filled from ``error`` where an older voxray left it null."""
+    if "error_kind" not in table.column_names or "error" not in table.column_names:
+        return table
+    kinds, errors = table.column("error_kind"), table.column("error")
+    if kinds.null_count == errors.null_count:
+        return table
+    filled = [
+        k or error_kind(e) for k, e in zip(kinds.to_pylist(), errors.to_pylist(), strict=True)
+    ]
+    position = table.column_names.index("error_kind")
+    return table.set_column(position, "error_kind", pa.array(filled, pa.string()))
 
 
 def load_shard(
@@ -193,10 +239,27 @@ class Output:
         the Parquet reader). See :func:`read_manifests`."""
         return read_manifests(self.url, columns, self.storage_options, self.threads, filter=filter)
 
+    def to_pandas(
+        self, columns: list[str] | None = None, filter: pc.Expression | None = None
+    ) -> pandas.DataFrame:
+        """The manifest rows as a pandas DataFrame, one row per input row: the one
+        safe way to read the whole output into pandas (a glob over every
+        ``*.parquet`` under the output counts each row twice: manifests and index).
+        Same arguments as :meth:`manifests`."""
+        optional("pandas", "Output.to_pandas")
+        return self.manifests(columns, filter).to_pandas()
+
+    def to_polars(
+        self, columns: list[str] | None = None, filter: pc.Expression | None = None
+    ) -> polars.DataFrame:
+        """The manifest rows as a Polars DataFrame (Polars is not installed by
+        voxray: ``pip install polars``). See :meth:`to_pandas`."""
+        return optional("polars", "Output.to_polars").from_arrow(self.manifests(columns, filter))
+
     def status(self) -> dict[str, Any]:
         """``{"rows_ok", "rows_failed", "models"}`` over the whole output, from the
         index's footers (and any manifest not folded yet): no row is read."""
-        return output_index.state(self.url, self.storage_options).counts()
+        return _listed_again(lambda: output_index.state(self.url, self.storage_options).counts())
 
     def by_category(self) -> pa.Table:
         """Rows, ok rows and mean IoU per ``category`` over the whole output (the
@@ -472,7 +535,22 @@ class Output:
         if self._catalog is None:
             success = self.success() or {}
             self._catalog = (success.get("arguments") or {}).get("input") or None
+        if self._catalog is None:  # no _SUCCESS yet (a run that is going, or exited 4)
+            self._catalog = self._input_from_runs()
         return self._catalog
+
+    def _input_from_runs(self) -> str | None:
+        """The ``--input`` of the latest run recorded under ``runs/``."""
+        urls = io.list_files(io.join(self.url, RUNS), ".json", self.storage_options)
+        for url in reversed(urls):  # named by start time: newest last
+            try:
+                record = json.loads(io.read_bytes(url, self.storage_options))
+            except (FileNotFoundError, ValueError):
+                continue
+            found = (record.get("arguments") or {}).get("input")
+            if found:
+                return found
+        return None
 
     def catalog_dataset(self) -> ds.Dataset:
         """The catalog as a lazy ``pyarrow.dataset`` (every ``*.parquet`` under it)."""
@@ -483,7 +561,7 @@ class Output:
             if url is None:
                 raise ValueError(
                     f"no catalog for {self.url}: pass Output(url, catalog=...) "
-                    "(the output has no _SUCCESS naming the job's input)"
+                    "(neither _SUCCESS nor runs/*.json names the job's input)"
                 )
             files = io.find_files(url, ".parquet", self.storage_options)
             fs = io.arrow_filesystem(url, self.storage_options)
@@ -611,15 +689,32 @@ def _where(table: pa.Table, condition: str) -> pa.Table:
     return table.take(kept.column(position))
 
 
+def optional(module: str, needed_by: str) -> Any:
+    """An optional package, imported on first use, or an ImportError saying
+    which install brings it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        hint = "pip install polars" if module == "polars" else INSTALL_HINT
+        raise ImportError(f"{needed_by} needs the package {module!r}: {hint}") from None
+
+
+def missing_package(command: str, exc: ImportError) -> int:
+    """For a command whose imports failed: say which package is missing and
+    how to install it, and return exit code 3 (a setup problem)."""
+    print(
+        f"voxray {command}: needs the package {exc.name or exc}, which this install "
+        f"lacks: {INSTALL_HINT}",
+        file=sys.stderr,
+    )
+    return 3
+
+
 def _duckdb() -> Any:
     """The ``duckdb`` module, imported on first use (SQL only)."""
-    try:
-        import duckdb
-    except ImportError:
-        raise ImportError(
-            "SQL over an output needs DuckDB: pip install 'voxray[output]' (or duckdb)"
-        ) from None
-    return duckdb
+    return optional("duckdb", "SQL over an output")
 
 
 def _sorted_by_id(table: pa.Table) -> pa.Table:
