@@ -45,7 +45,7 @@ MANIFEST_SCHEMA = pa.schema(
 # model.images, pipeline.plan/inputs, pipeline.infer and the sink, first match wins.
 _ERROR_KINDS = (
     ("read_error", r"^cannot read input "),
-    ("empty_views", r"^views is (null|empty)|^view \d+ is null|^empty image \(0 bytes\)"),
+    ("empty_views", r"^views is (null|empty)|^view \d+ is null|^view \d+: empty image"),
     ("bad_id", r"^object_id (is null|has \d+ characters)"),
     ("bad_voxels", r"^voxels has \d+ bytes"),
     ("too_large", r"over the limit of|too many pixels"),

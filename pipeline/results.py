@@ -96,16 +96,20 @@ def read_manifests(
         >>> ok = table.filter(pc.equal(table["status"], "ok"))
         >>> chairs = read_manifests("s3://bucket/grids", filter=pc.field("category") == "chair")
     """
+    wanted = columns
+    if columns is not None and "error_kind" in columns and "error" not in columns:
+        wanted = [*columns, "error"]  # an older manifest's kinds come from its reasons
     table = _listed_again(
         lambda: output_index.read_table(
             output_index.state(url, storage_options),
-            columns,
+            wanted,
             storage_options,
             filters=filter,
             threads=threads,
         )
     )
-    return _with_error_kinds(table)
+    table = _with_error_kinds(table)
+    return table if wanted is columns else table.drop_columns(["error"])
 
 
 def _listed_again(read: Callable[[], Any], attempts: int = LIST_ATTEMPTS) -> Any:
