@@ -58,10 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(rows, int):
         return rows
 
+    described = results.describe_selection(output, args, rows)
     if args.summary:
-        png = preview.summary(rows, preview.summary_title(output))
+        png = preview.summary(rows, f"{preview.summary_title(output)}\n{described}")
     else:
-        png = preview.contact_sheet(output, rows, args.views, args.cell, not args.no_catalog)
+        png = preview.contact_sheet(
+            output, rows, args.views, args.cell, not args.no_catalog, described
+        )
     io.write_bytes(args.out, png, args.storage_options)
     what = "summary of" if args.summary else "sheet of"
     print(f"voxray preview: {args.out} ({what} {rows.num_rows} rows)")

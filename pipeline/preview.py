@@ -22,12 +22,13 @@ import numpy as np
 import pyarrow as pa
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from mpl_toolkits.mplot3d.art3d import Poly3DCollection
 from PIL import Image, ImageDraw, ImageFont
 
 from model import images, voxels
 from pipeline.export import voxel_faces
-from pipeline.layout import OK
+from pipeline.layout import OK, error_kind
 from pipeline.results import Output, decode_view
 
 RECONSTRUCTION = (0.45, 0.58, 0.85)  # blue
@@ -76,7 +77,9 @@ def render_voxels(
     axes = figure.add_axes((0, 0, 1, 1), projection="3d", facecolor=np.array(BACKGROUND) / 255)
     axes.set_proj_type("ortho")
     axes.view_init(elev=elevation, azim=azimuth - 90.0)
-    axes.set_box_aspect((1, 1, 1), zoom=1.25)
+    # zoom 0.85: the whole unit cube's projection fits the picture from any angle,
+    # with a margin, so a grid full to its faces is never clipped at any size
+    axes.set_box_aspect((1, 1, 1), zoom=0.85)
     for limit in (axes.set_xlim, axes.set_ylim, axes.set_zlim):
         limit(-0.5, 0.5)
     axes.set_axis_off()
@@ -122,18 +125,43 @@ def _label(row: dict[str, Any]) -> list[tuple[str, tuple[int, int, int]]]:
         lines.append((f"views {row.get('n_views')} of {row.get('n_views_given')}", MUTED))
         lines.append((f"occupied {row.get('occupied_voxels')} at {row.get('threshold')}", MUTED))
     else:
-        lines.append(("FAILED", ALERT))
-        for part in textwrap.wrap(printable(row.get("error"), 200), 30)[:4]:
+        kind = row.get("error_kind") or error_kind(row.get("error"))
+        lines.append((f"FAILED: {kind}" if kind else "FAILED", ALERT))
+        for part in fitted(printable(row.get("error"), 400), 30, 4):
             lines.append((part, ALERT))
     return lines
 
 
+def fitted(text: str, width: int, lines: int) -> list[str]:
+    """``text`` wrapped to ``width`` characters in at most ``lines`` lines; when
+    it is longer, whole clauses are dropped from its end (at ``;``, ``:``,
+    ``,`` or ``.``) and an ellipsis says so: never a line cut mid-word."""
+    wrapped = textwrap.wrap(text, width)
+    if len(wrapped) <= lines:
+        return wrapped
+    clauses = re.split(r"(?<=[;:,.])\s+", text)
+    while len(clauses) > 1:
+        clauses.pop()
+        wrapped = textwrap.wrap(" ".join(clauses) + " …", width)
+        if len(wrapped) <= lines:
+            return wrapped
+    words = text.split()  # one long clause: whole words, as many as fit
+    while words and len(textwrap.wrap(" ".join(words) + " …", width)) > lines:
+        words.pop()
+    return textwrap.wrap(" ".join(words) + " …", width)
+
+
 def _note(sheet: ImageDraw.ImageDraw, box: tuple[int, int, int, int], text: str) -> None:
+    """``text`` in the cell ``box``, in the largest of a few font sizes at which
+    it fits whole (else shortened by whole clauses, see :func:`fitted`)."""
     x0, y0, x1, y1 = box
     sheet.rectangle(box, fill=BACKGROUND)
-    lines = textwrap.wrap(text, max(8, (x1 - x0) // 7))[:5]
-    for k, line in enumerate(lines):
-        sheet.text((x0 + 6, y0 + 6 + 14 * k), line, fill=MUTED, font=_font(11))
+    for size in (11, 9, 8):
+        width, lines = max(8, (x1 - x0 - 8) * 5 // (3 * size)), max(1, (y1 - y0 - 8) // (size + 3))
+        if len(textwrap.wrap(text, width)) <= lines:
+            break
+    for k, line in enumerate(fitted(text, width, lines)):
+        sheet.text((x0 + 4, y0 + 4 + (size + 3) * k), line, fill=MUTED, font=_font(size))
 
 
 def contact_sheet(
@@ -142,13 +170,16 @@ def contact_sheet(
     views: int = 5,
     cell: int = 128,
     catalog: bool = True,
+    title: str = "",
 ) -> bytes:
     """PNG bytes: one row per manifest row of ``rows``: its label (id, category,
     IoU, views used, occupied voxels; the reason when it failed), up to
     ``views`` input views, the ground truth and the reconstruction from the same
     angle, and the reconstruction from behind. Views and ground truth come from
     the output's catalog (:attr:`Output.catalog`); without ``catalog``, or when
-    the catalog cannot be read, their cells say why they are empty."""
+    the catalog cannot be read, their cells say why they are empty, as does a
+    view cell of a row with fewer views than others. ``title`` (what the sheet
+    shows: see :func:`pipeline.results.describe_selection`) heads the sheet."""
     records = rows.to_pylist()
     ok = [k for k, r in enumerate(records) if r.get("status") == OK and r.get("shard") is not None]
     grids = dict(zip(ok, output.grids([records[k] for k in ok]), strict=True))
@@ -160,16 +191,20 @@ def contact_sheet(
     groups += [("ground truth", int(has_truth)), *((title, 1) for title in ANGLE_TITLES)]
 
     width = LABEL_WIDTH + cell * sum(n for _, n in groups)
-    sheet = Image.new("RGB", (width, HEADER + cell * len(records)), (255, 255, 255))
+    top = HEADER * (1 + bool(title))
+    sheet = Image.new("RGB", (width, top + cell * len(records)), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
+    if title:
+        text = fitted(printable(title, 400), max(20, width // 8), 1)[0]
+        draw.text((8, 6), text, fill=TEXT, font=_font(14))
     x = LABEL_WIDTH
-    for title, n in groups:
+    for heading, n in groups:
         if n:
-            draw.text((x + 4, 6), title, fill=TEXT, font=_font(13))
+            draw.text((x + 4, top - HEADER + 6), heading, fill=TEXT, font=_font(13))
         x += cell * n
 
     for r, row in enumerate(records):
-        y = HEADER + r * cell
+        y = top + r * cell
         for k, (line, colour) in enumerate(_label(row)):
             draw.text((8, y + 8 + 17 * k), line, fill=colour, font=_font(13 if k == 0 else 12))
         found = inputs.get(row.get("object_id"), [])
@@ -177,10 +212,14 @@ def contact_sheet(
         x = LABEL_WIDTH
         if catalog:
             if source is not None:
-                for v, data in enumerate((source.get("views") or [])[:shown]):
+                given = (source.get("views") or [])[:shown]
+                for v in range(shown):
                     box = (x + v * cell, y, x + (v + 1) * cell - 1, y + cell - 1)
+                    if v >= len(given) or given[v] is None:
+                        _note(draw, box, f"no view {v + 1} (the row has {len(given)})")
+                        continue
                     try:
-                        sheet.paste(Image.fromarray(decode_view(data, cell)), box[:2])
+                        sheet.paste(Image.fromarray(decode_view(given[v], cell)), box[:2])
                     except images.DecodeError as exc:
                         _note(draw, box, str(exc))
             else:
@@ -229,16 +268,19 @@ def _catalog_inputs(
 
 def summary(table: pa.Table, title: str = "") -> bytes:
     """PNG bytes of one figure over manifest rows: IoU by category (lowest median
-    first), IoU by number of views used, and a histogram of occupied voxels of
-    the ok rows; each group with its count, the heading with the totals."""
-    rows = [r for r in table.to_pylist() if r.get("status") == OK]
+    first), IoU by number of views used, a histogram of occupied voxels of the
+    ok rows, and the failed rows by ``error_kind``; each group with its count,
+    the heading with the totals."""
+    records = table.to_pylist()
+    rows = [r for r in records if r.get("status") == OK]
     scored = [r for r in rows if r.get("iou") is not None]
-    failed = table.num_rows - len(rows)
+    failures = [r for r in records if r.get("status") != OK]
+    failed = len(failures)
 
-    figure = Figure(figsize=(15, 5.2), dpi=100)
+    figure = Figure(figsize=(19, 5.2), dpi=100)
     FigureCanvasAgg(figure)
-    layout = figure.add_gridspec(1, 3, width_ratios=(1.25, 1.0, 1.0), wspace=0.32)
-    by_category, by_views, occupied = (figure.add_subplot(layout[0, k]) for k in range(3))
+    layout = figure.add_gridspec(1, 4, width_ratios=(1.25, 1.0, 1.0, 1.0), wspace=0.42)
+    by_category, by_views, occupied, by_kind = (figure.add_subplot(layout[0, k]) for k in range(4))
 
     panels = (
         (by_category, "category", "IoU by category (lowest median first)"),
@@ -268,14 +310,30 @@ def summary(table: pa.Table, title: str = "") -> bytes:
         occupied.legend(frameon=False)
         occupied.set_xlabel(f"occupied voxels (of {voxels.SIDE**3})")
         occupied.set_ylabel("ok rows")
+        occupied.yaxis.set_major_locator(MaxNLocator(integer=True))  # rows are whole
         occupied.set_title(label, loc="left", fontsize=12)
     else:
         _empty(occupied, label, "no ok rows")
 
+    label = "Failed rows by error_kind"
+    if failures:
+        kinds: dict[str, int] = {}
+        for r in failures:
+            kind = r.get("error_kind") or error_kind(r.get("error")) or "(none)"
+            kinds[kind] = kinds.get(kind, 0) + 1
+        order = sorted(kinds, key=lambda k: (kinds[k], k))  # most at the top
+        by_kind.barh(range(len(order)), [kinds[k] for k in order], color="#d98873")
+        by_kind.set_yticks(range(len(order)), [f"{k}  n={kinds[k]}" for k in order])
+        by_kind.xaxis.set_major_locator(MaxNLocator(integer=True))
+        by_kind.set_xlabel("failed rows")
+        by_kind.set_title(label, loc="left", fontsize=12)
+    else:
+        _empty(by_kind, label, "no failed rows")
+
     mean = f", mean IoU {np.mean([r['iou'] for r in scored]):.3f}" if scored else ""
     heading = f"{title}\n" if title else ""
     figure.suptitle(f"{heading}{len(rows)} ok, {failed} failed{mean}", x=0.01, ha="left")
-    figure.subplots_adjust(left=0.13, right=0.985, top=0.84, bottom=0.12)
+    figure.subplots_adjust(left=0.1, right=0.985, top=0.84, bottom=0.12)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     return buffer.getvalue()

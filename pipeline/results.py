@@ -665,6 +665,36 @@ def select_for_command(
     return rows
 
 
+def describe_selection(output: Output, args: argparse.Namespace, rows: pa.Table) -> str:
+    """What a picture of ``rows`` (chosen by :func:`select_for_command`) shows, for
+    its title: how many of how many matching rows, in which order, chosen how,
+    at which threshold; e.g. ``12 of 48 rows, by object_id; threshold 0.4``."""
+    matching = output.select(ids=args.ids, where=args.where, category=args.category)
+    if args.worst is not None:
+        matching = matching.filter(
+            pc.and_(pc.equal(matching["status"], OK), pc.is_valid(matching["iou"]))
+        )
+        order = "lowest IoU first"
+    else:
+        order = "in the order given" if args.ids else "by object_id"
+    parts = [f"{rows.num_rows} of {matching.num_rows} rows, {order}"]
+    if args.ids:
+        more = f" and {len(args.ids) - 3} more" if len(args.ids) > 3 else ""
+        parts.append("ids " + ", ".join(args.ids[:3]) + more)
+    if args.category is not None:
+        parts.append(f"category {args.category}")
+    if args.where:
+        parts.append(f"where {args.where}")
+    if args.worst is not None:
+        parts.append(f"the {args.worst} worst by IoU")
+    if args.limit is not None:
+        parts.append(f"at most {args.limit}")
+    levels = sorted({t for t in rows.column("threshold").to_pylist() if t is not None})
+    if levels:
+        parts.append("threshold " + " / ".join(f"{t:g}" for t in levels))
+    return "; ".join(parts)
+
+
 # --- helpers -----------------------------------------------------------------
 
 
