@@ -427,6 +427,71 @@ class Output:
                 raise ValueError(f"the query reads the catalog: {unavailable}") from exc
             raise
 
+    # --- two runs ------------------------------------------------------------
+
+    def compare(self, other: Output, on: str | None = None) -> pa.Table:
+        """Per-object changes from this output (``_a``) to ``other`` (``_b``): one
+        row per object found in both, its ``row_key`` in each (``row_key``,
+        ``row_key_b``), with ``status``, ``iou``, ``occupied_voxels`` and
+        ``threshold`` of each, ``iou_delta`` and ``occupied_delta`` (b - a,
+        null where either lacks it), and the carried ``category`` and this run's
+        ``n_views``, ordered by the largest change (``|iou_delta|``, else
+        ``|occupied_delta|``) first.
+
+        Rows are paired by their identity (``row_key``, the input row's position)
+        when both outputs read the same catalog; otherwise by ``object_id``, which
+        must then be unique in both.
+
+        Args:
+            other: the second output (a rerun with other weights or threshold).
+            on: ``"row_key"`` or ``"object_id"``; by default ``row_key`` when the
+                two outputs share row keys, else ``object_id``.
+
+        Raises:
+            ValueError: pairing by ``object_id`` where an id has several rows
+                (named), or no object in common.
+        """
+        measured = ["status", "iou", "occupied_voxels", "threshold"]
+        a = self.manifests(["object_id", "row_key", "category", "n_views", *measured])
+        b = other.manifests(["object_id", "row_key", *measured])
+        if on is None:
+            shared = set(a.column("row_key").to_pylist()) & set(b.column("row_key").to_pylist())
+            on = "row_key" if shared else "object_id"
+        if on not in ("row_key", "object_id"):
+            raise ValueError(f"on must be 'row_key' or 'object_id', got {on!r}")
+        if on == "object_id":
+            for url, table in ((self.url, a), (other.url, b)):
+                counts = pc.value_counts(table.column("object_id")).to_pylist()
+                repeated = {c["values"]: c["counts"] for c in counts if c["counts"] > 1}
+                if repeated:
+                    shown = ", ".join(f"{i!r} has {n} rows" for i, n in list(repeated.items())[:5])
+                    raise ValueError(
+                        f"cannot pair {self.url} and {other.url} by object_id: in {url}, "
+                        f"{shown} (and the outputs share no row_key: other catalogs)"
+                    )
+        a = a.rename_columns([f"{c}_a" if c in measured else c for c in a.column_names])
+        b = b.rename_columns(
+            [f"{c}_b" if c in (*measured, "row_key") else c for c in b.column_names]
+        )
+        if on == "row_key":
+            b = b.drop_columns(["object_id"]).append_column("row_key", b["row_key_b"])
+        joined = a.join(b, on, join_type="inner")
+        if joined.num_rows == 0:
+            raise ValueError(f"{self.url} and {other.url} have no object in common (by {on})")
+        iou = pc.subtract(joined["iou_b"], joined["iou_a"])
+        occupied = pc.subtract(joined["occupied_voxels_b"], joined["occupied_voxels_a"])
+        joined = joined.append_column("iou_delta", iou).append_column("occupied_delta", occupied)
+        # the largest change first: IoU's where both have it, else occupancy's
+        # (scaled below any IoU change), rows with neither last
+        change = pc.if_else(
+            pc.is_valid(iou),
+            pc.abs(pc.cast(iou, pa.float64())),
+            pc.divide(pc.cast(pc.abs(occupied), pa.float64()), 1e9),
+        )
+        ranked = joined.append_column("change", pc.fill_null(change, -1.0))
+        ranked = ranked.sort_by([("change", "descending"), ("object_id", "ascending")])
+        return ranked.drop_columns(["change"])
+
     # --- grids ---------------------------------------------------------------
 
     def grid(self, row: str | Mapping[str, Any] | pa.Table) -> np.ndarray:
