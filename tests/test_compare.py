@@ -101,3 +101,33 @@ def test_command_line_sheet_and_summary(tmp_path, capsys):
     build_demo(demo, str(tmp_path / "catalog"))
     assert preview_job.main(["--output", demo, "--compare", a, "--out", str(sheet)]) == 2
     assert "cannot pair" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_real_runs_with_other_weights(ray_local, tmp_path, model_files, capsys):
+    """The job on one catalog with two sets of weights: every row pairs with its
+    own, the grids differ, failed rows carry their kinds in both; the command
+    draws the paired sheet and the summary."""
+    from test_job import make_catalog, run_job
+
+    catalog = str(tmp_path / "catalog")
+    expected = make_catalog(catalog, good=4)
+    outputs = [str(tmp_path / "a"), str(tmp_path / "b")]
+    for output, weights in zip(outputs, model_files, strict=True):
+        code, _, err = run_job(["--input", catalog, "--output", output, "--model", weights], capsys)
+        assert code == 0, err
+    a, b = Output(outputs[0]), Output(outputs[1])
+    pairs = a.compare(b)
+    assert pairs.num_rows == len(expected)
+    assert pairs.column("row_key").to_pylist() == pairs.column("row_key_b").to_pylist()
+    ok = pairs.filter(pa.compute.equal(pairs["status_a"], "ok"))
+    assert ok.num_rows == sum(reason is None for reason in expected.values())
+    assert any(d != 0 for d in ok.column("occupied_delta").to_pylist())  # other weights
+    kinds = a.manifests(["object_id", "error_kind"]).to_pylist()
+    assert {r["object_id"]: r["error_kind"] for r in kinds}["bad-truncated"] == "truncated_image"
+    assert {r["error_kind"] for r in kinds} >= {None, "empty_views", "too_large", "bad_voxels"}
+    sheet, summary = tmp_path / "changed.png", tmp_path / "summary.png"
+    common = ["--output", outputs[0], "--compare", outputs[1]]
+    assert preview_job.main([*common, "--limit", "3", "--out", str(sheet)]) == 0
+    assert preview_job.main([*common, "--summary", "--out", str(summary)]) == 0
+    assert picture(sheet).shape[0] == 2 * preview.HEADER + 3 * 128
