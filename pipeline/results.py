@@ -8,9 +8,10 @@ the commit record: a shard left behind by a crashed task is invisible. Grids are
 read through ``pipeline.shards`` (one range read per grid where the manifest
 says where it lies, the whole shard otherwise).
 
-This module must never write, and never import TensorFlow or Ray; DuckDB and
-``pyarrow.dataset`` (which brings pandas) are imported only when SQL or the
-catalog is asked for, so that importing it stays cheap.
+This module must never write, and never import TensorFlow or Ray; DuckDB is
+imported only when SQL is asked for, so that importing it stays cheap. (The
+first read of the manifests imports ``pyarrow.dataset``, and with it pandas,
+through ``pyarrow.parquet``'s reader: about half a second, once.)
 """
 
 from __future__ import annotations

@@ -522,3 +522,33 @@ def test_status_and_categories_over_the_whole_output(tmp_path):
     table = reader.by_category().to_pylist()
     assert [(r["category"], r["rows"], r["ok"]) for r in table] == [("chair", 2, 1), ("lamp", 2, 2)]
     assert pc.sum(pc.equal(reader.manifests(["status"])["status"], "ok")).as_py() == 3
+
+
+def test_catalog_from_the_run_records_without_success(tmp_path):
+    """A run that exited 4 (or is still going) has no _SUCCESS: the catalog is
+    the latest run record's --input."""
+    from pipeline import summary
+
+    out, catalog = str(tmp_path / "out"), str(tmp_path / "catalog")
+    build_demo(out, catalog)
+    io.remove(io.join(out, SUCCESS))
+    assert Output(out).catalog is None
+    for started, url in (("2026-01-01T00:00:00Z", "/elsewhere"), ("2026-02-01T00:00:00Z", catalog)):
+        summary.record_run(out, {"started": started, "arguments": {"input": url}})
+    reader = Output(out)
+    assert reader.catalog == catalog
+    assert reader.truth("proc-0-0000045").shape == (32, 32, 32)
+
+
+def test_to_pandas_and_polars(tmp_path):
+    out = str(tmp_path / "out")
+    build_demo(out, str(tmp_path / "catalog"))
+    frame = Output(out).to_pandas(["object_id", "status"])
+    assert list(frame.columns) == ["object_id", "status"] and len(frame) == 9
+    try:
+        import polars  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="pip install polars"):
+            Output(out).to_polars()
+    else:
+        assert Output(out).to_polars().height == 9
