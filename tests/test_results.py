@@ -472,7 +472,13 @@ def test_docs_examples_run(tmp_path, monkeypatch, capsys):
     for output in ("outputs/demo", "outputs/demo-rerun", "outputs/demo-2"):
         index.fold(output)
     docs_before = {p: p.stat().st_mtime for p in (REPO / "docs").iterdir()}
-    commands = {"jobs/export.py": export_job.main, "jobs/preview.py": preview_job.main}
+    from jobs import report as report_job
+
+    commands = {
+        "jobs/export.py": export_job.main,
+        "jobs/preview.py": preview_job.main,
+        "jobs/report.py": report_job.main,
+    }
     blocks = doc_blocks(REPO / "docs" / "output.md")
     assert [lang for lang, _ in blocks].count("python") >= 8
     namespace: dict = {}
@@ -496,7 +502,7 @@ def test_docs_examples_run(tmp_path, monkeypatch, capsys):
         ran += 1
     printed = capsys.readouterr().out
     assert "'proc-0-0000040' has 2 rows" in printed and "views is empty" in printed
-    for picture in ("worst.png", "summary.png", "changed.png"):
+    for picture in ("worst.png", "summary.png", "changed.png", "report/index.html"):
         assert (tmp_path / "pictures" / picture).exists()
     assert {p: p.stat().st_mtime for p in (REPO / "docs").iterdir()} == docs_before
     assert list((tmp_path / "exports" / "worst").glob("*.glb"))
