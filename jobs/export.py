@@ -10,7 +10,8 @@ One file per selected ok row, named from its object id (safe characters plus a
 digest of the id), in the unit cube [-0.5, 0.5]^3 with y up; `index.json` in
 --out lists every selected row with its file, or why it has none. Exit 0 when
 every selected row was exported, 1 when some were not (failed rows, nothing
-occupied) or nothing matched, 2 for bad arguments or unknown ids.
+occupied) or nothing matched, 2 for bad arguments or unknown ids, 3 when a
+package it needs is not installed (the message says how to install it).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
 
-from pipeline import cli, export, results  # noqa: E402
+from pipeline import cli, results  # noqa: E402
 
 
 def threshold(text: str) -> float:
@@ -33,6 +34,11 @@ def threshold(text: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        from pipeline import export  # trimesh and scikit-image: the output tools' packages
+    except ImportError as exc:
+        return results.missing_package("export", exc)
+
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -17,6 +17,7 @@ never write outside the folder it is given.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 from collections.abc import Mapping
@@ -26,6 +27,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import trimesh
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 from skimage import measure
 from trimesh.voxel import runlength
 
@@ -74,30 +77,48 @@ def smooth_mesh(grid: np.ndarray, threshold: float = voxels.THRESHOLD) -> trimes
     return mesh
 
 
-def voxel_faces(occupied: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The exposed faces of a bool grid: ``(corners int [F, 4, 3], normals int [F, 3])``,
-    corners on the voxel lattice (0..32), counter-clockwise seen from outside."""
+def exposed_faces(occupied: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The exposed faces of a bool grid: ``(corners int [F, 4, 3], solid int [F, 3],
+    empty int [F, 3])``: corners on the voxel lattice (0..32), counter-clockwise
+    seen from outside; the occupied voxel each face bounds and the empty one
+    (possibly just outside the grid) it looks into."""
     padded = np.pad(np.asarray(occupied, bool), 1)
-    corners, normals = [], []
+    corners, solid, empty = [], [], []
     for axis in range(3):
         b, c = np.eye(3, dtype=np.int64)[[(axis + 1) % 3, (axis + 2) % 3]]
         for step in (1, -1):
             exposed = padded & ~np.roll(padded, -step, axis=axis)
-            base = np.argwhere(exposed) - 1  # voxel indices
+            owner = np.argwhere(exposed) - 1  # voxel indices
+            base = owner.copy()
             if step == 1:
                 base[:, axis] += 1
             quad = np.stack([base, base + b, base + b + c, base + c], axis=1)
             corners.append(quad if step == 1 else quad[:, ::-1])
-            normal = np.zeros((len(base), 3), np.int64)
-            normal[:, axis] = step
-            normals.append(normal)
-    return np.concatenate(corners), np.concatenate(normals)
+            solid.append(owner)
+            facing = owner.copy()
+            facing[:, axis] += step
+            empty.append(facing)
+    return np.concatenate(corners), np.concatenate(solid), np.concatenate(empty)
+
+
+def voxel_faces(occupied: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The exposed faces of a bool grid: ``(corners int [F, 4, 3], normals int [F, 3])``,
+    corners on the voxel lattice (0..32), counter-clockwise seen from outside."""
+    corners, solid, empty = exposed_faces(occupied)
+    return corners, empty - solid
 
 
 def cube_mesh(grid: np.ndarray, threshold: float = voxels.THRESHOLD) -> trimesh.Trimesh:
     """The occupied voxels at ``threshold`` as exact cubes: each exposed face two
-    triangles, corners shared, so its volume is exactly the voxels' volume.
-    (Closed everywhere; manifold except where voxels touch only along an edge.)
+    triangles; watertight, consistently wound, its volume exactly the voxels'.
+
+    Where two voxels touch only along an edge, four faces meet there; the
+    surface is kept a manifold by pairing those faces two by two and giving
+    each pair its own copies of the edge's corners: faces of one voxel pair up
+    unless the two voxels are joined (through faces) around both ends of the
+    edge, then faces around one empty voxel do, which always parts them at
+    some end. Around every lattice point, each fan of faces linked through
+    paired edges gets its own vertex.
 
     Raises:
         ValueError: no voxel is occupied at ``threshold``.
@@ -105,14 +126,67 @@ def cube_mesh(grid: np.ndarray, threshold: float = voxels.THRESHOLD) -> trimesh.
     occupied = voxels.occupied(grid, threshold)
     if not occupied.any():
         raise ValueError(f"no voxel is occupied at threshold {threshold}")
-    quads, _ = voxel_faces(occupied)
+    quads, solid, empty = exposed_faces(occupied)
     side = voxels.SIDE + 1
-    keys = (quads[..., 0] * side + quads[..., 1]) * side + quads[..., 2]
-    unique, inverse = np.unique(keys.ravel(), return_inverse=True)
-    quad_ids = inverse.reshape(-1, 4)
-    faces = np.concatenate([quad_ids[:, [0, 1, 2]], quad_ids[:, [0, 2, 3]]])
-    lattice = np.stack([unique // side // side, unique // side % side, unique % side], axis=1)
+    keys = (quads[..., 0] * side + quads[..., 1]) * side + quads[..., 2]  # [F, 4]
+    # edge instances: face f's side from corner k to corner k + 1, at f * 4 + k
+    start, end = keys.ravel(), np.roll(keys, -1, axis=1).ravel()
+    edge = np.minimum(start, end) * side**3 + np.maximum(start, end)
+    order = np.argsort(edge, kind="stable")
+    firsts = np.flatnonzero(np.r_[True, np.diff(edge[order]) != 0])
+    sizes = np.diff(np.r_[firsts, len(edge)])
+    partner = np.empty(len(edge), np.int64)
+    pairs = firsts[sizes == 2]
+    partner[order[pairs]], partner[order[pairs + 1]] = order[pairs + 1], order[pairs]
+    for first in firsts[sizes == 4]:  # voxels that touch along an edge only
+        four = order[first : first + 4]
+        owners = [tuple(v) for v in solid[four // 4]]
+        a, b = sorted(set(owners))
+        ends = [start[four[0]], end[four[0]]]
+        joined = all(_joined_around(occupied, _point(p, side), a, b) for p in ends)
+        group = [tuple(v) for v in empty[four // 4]] if joined else owners
+        for i, j in itertools.permutations(range(4), 2):
+            if group[i] == group[j]:
+                partner[four[i]] = four[j]
+    # corners (f, k) and (f, k + 1) are one vertex with the partner's corners there
+    f, k, g = np.arange(len(edge)) // 4, np.arange(len(edge)) % 4, partner // 4
+    rows, cols = [], []
+    for corner, point in ((k, start), ((k + 1) % 4, end)):
+        rows.append(f * 4 + corner)
+        cols.append(g * 4 + np.argmax(keys[g] == point[:, None], axis=1))
+    n = keys.size
+    links = coo_matrix(
+        (np.ones(2 * len(edge)), (np.concatenate(rows), np.concatenate(cols))), (n, n)
+    )
+    _, vertex = connected_components(links, directed=False)
+    lattice = np.zeros((vertex.max() + 1, 3))
+    lattice[vertex] = quads.reshape(-1, 3)
+    ids = vertex.reshape(-1, 4)
+    faces = np.concatenate([ids[:, [0, 1, 2]], ids[:, [0, 2, 3]]])
     return trimesh.Trimesh(lattice / voxels.SIDE - 0.5, faces, process=False)
+
+
+def _point(key: int, side: int) -> np.ndarray:
+    return np.array([key // side // side, key // side % side, key % side])
+
+
+def _joined_around(occupied: np.ndarray, point: np.ndarray, a: tuple, b: tuple) -> bool:
+    """Whether voxels ``a`` and ``b`` are joined through faces of occupied
+    voxels among the eight around the lattice ``point``."""
+    block = {
+        tuple(point + d)
+        for d in itertools.product((-1, 0), repeat=3)
+        if all(0 <= x < occupied.shape[0] for x in point + d) and occupied[tuple(point + d)]
+    }
+    seen, todo = {a}, [a]
+    while todo:
+        v = todo.pop()
+        for axis, step in itertools.product(range(3), (-1, 1)):
+            w = tuple(x + step * (i == axis) for i, x in enumerate(v))
+            if w in block and w not in seen:
+                seen.add(w)
+                todo.append(w)
+    return b in seen
 
 
 def binvox(occupied: np.ndarray) -> bytes:
@@ -120,6 +194,12 @@ def binvox(occupied: np.ndarray) -> bytes:
 
     The header is the five lines every binvox reader expects (no comment line);
     the runs are trimesh's run-length encoding, in binvox's x, z, y order.
+    ``translate -0.5 -0.5 -0.5`` and ``scale 1`` follow binvox's own definition
+    (voxel ``i``'s centre at ``translate + (i + 0.5) / dim * scale``, as binvox,
+    viewvox and binvox-rw read it), which puts the voxels exactly at the
+    meshes' bounds. trimesh reads the header otherwise (centres at ``translate
+    + i * scale / (dim - 1)``, 1/31 apart): ``trimesh.load(path).apply_scale(31 / 32)``
+    places its voxels there too (no header satisfies both readings).
     """
     grid = np.asarray(occupied, bool)
     side = grid.shape[0]
@@ -203,6 +283,7 @@ def export(
     records = rows.to_pylist()
     results: list[Exported] = []
     seen: dict[str, int] = {}
+    levels: set[float] = set()  # the thresholds used
     for start in range(0, len(records), BATCH):
         batch = records[start : start + BATCH]
         ok = [r for r in batch if r.get("status") == OK and r.get("shard") is not None]
@@ -215,11 +296,13 @@ def export(
                 continue
             grid = next(grids)
             level = row["threshold"] if threshold is None else threshold
+            levels.add(level)
             try:
                 data, facts = encode(grid, fmt, level, cubes)
             except ValueError as exc:
                 results.append(Exported(object_id, row_key, None, str(exc)))
                 continue
+            facts["threshold"] = level
             name = file_name(object_id, fmt)
             seen[name] = seen.get(name, 0) + 1
             if seen[name] > 1:
@@ -230,9 +313,21 @@ def export(
         "output": output.url,
         "format": fmt,
         "cubes": cubes,
-        "threshold": threshold,
-        "units": "unit cube [-0.5, 0.5]^3, y up, voxel 1/32",
+        # the one p(occupied) every file used (the run's, unless given), or each
+        # row's own in its facts when rows of several runs differ
+        "threshold": threshold if threshold is not None else _single(levels),
+        "threshold_source": "given" if threshold is not None else "the rows' run",
+        "units": "unit cube [-0.5, 0.5]^3, y up, voxel 1/32"
+        + (
+            "; trimesh: load(path).apply_scale(31 / 32), see pipeline.export.binvox"
+            if fmt == "binvox"
+            else ""
+        ),
         "rows": [asdict(r) for r in results],
     }
     io.write_bytes(io.join(out, INDEX), json.dumps(index, indent=1).encode(), storage_options)
     return results
+
+
+def _single(values: set[float]) -> float | None:
+    return next(iter(values)) if len(values) == 1 else None

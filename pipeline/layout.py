@@ -5,6 +5,8 @@ change a name or a type without docs/job.md and the tests changing with it.
 
 from __future__ import annotations
 
+import re
+
 import pyarrow as pa
 
 SHARDS = "shards"  # OUTPUT/shards/<name>.npz
@@ -23,6 +25,7 @@ MANIFEST_SCHEMA = pa.schema(
         ("object_id", pa.string()),
         ("status", pa.string()),  # "ok" | "failed"
         ("error", pa.string()),  # null when ok
+        ("error_kind", pa.string()),  # one of ERROR_KINDS, null when ok
         ("shard", pa.string()),  # relative to OUTPUT, null when failed
         ("index", pa.int32()),  # row in the shard's arrays
         ("n_views", pa.int32()),  # views used (at most --max-views)
@@ -36,3 +39,30 @@ MANIFEST_SCHEMA = pa.schema(
         ("grid_bytes", pa.int32()),  # its length: one range read fetches the grid
     ]
 )
+
+# A failed row's reason in a few stable words, to group by (the free-text
+# ``error`` names views and sizes): the message patterns of pipeline.decode,
+# model.images, pipeline.plan/inputs, pipeline.infer and the sink, first match wins.
+_ERROR_KINDS = (
+    ("read_error", r"^cannot read input "),
+    ("empty_views", r"^views is (null|empty)|^view \d+ is null|^view \d+: empty image"),
+    ("bad_id", r"^object_id (is null|has \d+ characters)"),
+    ("bad_voxels", r"^voxels has \d+ bytes"),
+    ("too_large", r"over the limit of|too many pixels"),
+    ("truncated_image", r"^view \d+: truncated or corrupt"),
+    ("undecodable_image", r"^view \d+: "),
+    ("inference", r"^inference: "),
+    ("internal", r"^(internal|decode): "),
+)
+ERROR_KINDS = (*(kind for kind, _ in _ERROR_KINDS), "other")
+
+
+def error_kind(error: str | None) -> str | None:
+    """The kind of a failed row's ``error`` (one of ``ERROR_KINDS``; ``other``
+    for a reason no rule knows), or None for no error."""
+    if error is None:
+        return None
+    for kind, pattern in _ERROR_KINDS:
+        if re.search(pattern, error):
+            return kind
+    return "other"

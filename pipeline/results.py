@@ -8,9 +8,10 @@ the commit record: a shard left behind by a crashed task is invisible. Grids are
 read through ``pipeline.shards`` (one range read per grid where the manifest
 says where it lies, the whole shard otherwise).
 
-This module must never write, and never import TensorFlow or Ray; DuckDB and
-``pyarrow.dataset`` (which brings pandas) are imported only when SQL or the
-catalog is asked for, so that importing it stays cheap.
+This module must never write, and never import TensorFlow or Ray; DuckDB is
+imported only when SQL is asked for, so that importing it stays cheap. (The
+first read of the manifests imports ``pyarrow.dataset``, and with it pandas,
+through ``pyarrow.parquet``'s reader: about half a second, once.)
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ import json
 import re
 import sys
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import reduce
 from operator import and_
@@ -34,10 +36,12 @@ import pyarrow.compute as pc
 from model import images, voxels
 from pipeline import index as output_index
 from pipeline import io, shards
-from pipeline.layout import MANIFEST_SCHEMA, OK, SHARDS, SUCCESS
+from pipeline.layout import MANIFEST_SCHEMA, OK, RUNS, SHARDS, SUCCESS, error_kind
 
 if TYPE_CHECKING:
     import duckdb
+    import pandas
+    import polars
     import pyarrow.dataset as ds
 
 # What finding and reading a grid needs from a manifest row.
@@ -46,6 +50,12 @@ _SHARD_CACHE: OrderedDict[str, dict[str, np.ndarray]] = OrderedDict()
 _SHARD_CACHE_SIZE = 4
 _SHARD_CACHE_LOCK = threading.Lock()
 _SHOWN_IDS = 5  # ids named in an error message
+LIST_ATTEMPTS = 5  # listings of an output a read tries before a missing file is an error
+# What an analyst's install lacks, and the line that installs it.
+INSTALL_HINT = (
+    "pip install -e '.[output]' in a voxray checkout (the job's install), or for the "
+    "reader alone: pip install --no-deps -e . && pip install -r requirements-reader.txt"
+)
 
 
 class DuplicateIdError(LookupError):
@@ -87,10 +97,51 @@ def read_manifests(
         >>> ok = table.filter(pc.equal(table["status"], "ok"))
         >>> chairs = read_manifests("s3://bucket/grids", filter=pc.field("category") == "chair")
     """
-    current = output_index.state(url, storage_options)
-    return output_index.read_table(
-        current, columns, storage_options, filters=filter, threads=threads
+    wanted = columns
+    if columns is not None and "error_kind" in columns and "error" not in columns:
+        wanted = [*columns, "error"]  # an older manifest's kinds come from its reasons
+    table = _listed_again(
+        lambda: output_index.read_table(
+            output_index.state(url, storage_options),
+            wanted,
+            storage_options,
+            filters=filter,
+            threads=threads,
+        )
     )
+    table = _with_error_kinds(table)
+    return table if wanted is columns else table.drop_columns(["error"])
+
+
+def _listed_again(read: Callable[[], Any], attempts: int = LIST_ATTEMPTS) -> Any:
+    """``read()``, listed and read again when a file it listed is gone when it
+    is opened: a running job's index fold merges small parts into a larger one
+    and then removes them, so a reader can list a part that is gone a moment
+    later. The next listing finds the merged part (written before the others
+    are removed), so no row is lost or read twice; a file still missing after
+    ``attempts`` listings is a real loss and raised."""
+    for attempt in range(attempts):
+        try:
+            return read()
+        except FileNotFoundError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _with_error_kinds(table: pa.Table) -> pa.Table:
+    """``error_kind`` filled from ``error`` where an older voxray left it null."""
+    if "error_kind" not in table.column_names or "error" not in table.column_names:
+        return table
+    kinds, errors = table.column("error_kind"), table.column("error")
+    if kinds.null_count == errors.null_count:
+        return table
+    filled = [
+        k or error_kind(e) for k, e in zip(kinds.to_pylist(), errors.to_pylist(), strict=True)
+    ]
+    position = table.column_names.index("error_kind")
+    return table.set_column(position, "error_kind", pa.array(filled, pa.string()))
 
 
 def load_shard(
@@ -193,10 +244,27 @@ class Output:
         the Parquet reader). See :func:`read_manifests`."""
         return read_manifests(self.url, columns, self.storage_options, self.threads, filter=filter)
 
+    def to_pandas(
+        self, columns: list[str] | None = None, filter: pc.Expression | None = None
+    ) -> pandas.DataFrame:
+        """The manifest rows as a pandas DataFrame, one row per input row: the one
+        safe way to read the whole output into pandas (a glob over every
+        ``*.parquet`` under the output counts each row twice: manifests and index).
+        Same arguments as :meth:`manifests`."""
+        optional("pandas", "Output.to_pandas")
+        return self.manifests(columns, filter).to_pandas()
+
+    def to_polars(
+        self, columns: list[str] | None = None, filter: pc.Expression | None = None
+    ) -> polars.DataFrame:
+        """The manifest rows as a Polars DataFrame (Polars is not installed by
+        voxray: ``pip install polars``). See :meth:`to_pandas`."""
+        return optional("polars", "Output.to_polars").from_arrow(self.manifests(columns, filter))
+
     def status(self) -> dict[str, Any]:
         """``{"rows_ok", "rows_failed", "models"}`` over the whole output, from the
         index's footers (and any manifest not folded yet): no row is read."""
-        return output_index.state(self.url, self.storage_options).counts()
+        return _listed_again(lambda: output_index.state(self.url, self.storage_options).counts())
 
     def by_category(self) -> pa.Table:
         """Rows, ok rows and mean IoU per ``category`` over the whole output (the
@@ -360,6 +428,71 @@ class Output:
                 raise ValueError(f"the query reads the catalog: {unavailable}") from exc
             raise
 
+    # --- two runs ------------------------------------------------------------
+
+    def compare(self, other: Output, on: str | None = None) -> pa.Table:
+        """Per-object changes from this output (``_a``) to ``other`` (``_b``): one
+        row per object found in both, its ``row_key`` in each (``row_key``,
+        ``row_key_b``), with ``status``, ``iou``, ``occupied_voxels`` and
+        ``threshold`` of each, ``iou_delta`` and ``occupied_delta`` (b - a,
+        null where either lacks it), and the carried ``category`` and this run's
+        ``n_views``, ordered by the largest change (``|iou_delta|``, else
+        ``|occupied_delta|``) first.
+
+        Rows are paired by their identity (``row_key``, the input row's position)
+        when both outputs read the same catalog; otherwise by ``object_id``, which
+        must then be unique in both.
+
+        Args:
+            other: the second output (a rerun with other weights or threshold).
+            on: ``"row_key"`` or ``"object_id"``; by default ``row_key`` when the
+                two outputs share row keys, else ``object_id``.
+
+        Raises:
+            ValueError: pairing by ``object_id`` where an id has several rows
+                (named), or no object in common.
+        """
+        measured = ["status", "iou", "occupied_voxels", "threshold"]
+        a = self.manifests(["object_id", "row_key", "category", "n_views", *measured])
+        b = other.manifests(["object_id", "row_key", *measured])
+        if on is None:
+            shared = set(a.column("row_key").to_pylist()) & set(b.column("row_key").to_pylist())
+            on = "row_key" if shared else "object_id"
+        if on not in ("row_key", "object_id"):
+            raise ValueError(f"on must be 'row_key' or 'object_id', got {on!r}")
+        if on == "object_id":
+            for url, table in ((self.url, a), (other.url, b)):
+                counts = pc.value_counts(table.column("object_id")).to_pylist()
+                repeated = {c["values"]: c["counts"] for c in counts if c["counts"] > 1}
+                if repeated:
+                    shown = ", ".join(f"{i!r} has {n} rows" for i, n in list(repeated.items())[:5])
+                    raise ValueError(
+                        f"cannot pair {self.url} and {other.url} by object_id: in {url}, "
+                        f"{shown} (and the outputs share no row_key: other catalogs)"
+                    )
+        a = a.rename_columns([f"{c}_a" if c in measured else c for c in a.column_names])
+        b = b.rename_columns(
+            [f"{c}_b" if c in (*measured, "row_key") else c for c in b.column_names]
+        )
+        if on == "row_key":
+            b = b.drop_columns(["object_id"]).append_column("row_key", b["row_key_b"])
+        joined = a.join(b, on, join_type="inner")
+        if joined.num_rows == 0:
+            raise ValueError(f"{self.url} and {other.url} have no object in common (by {on})")
+        iou = pc.subtract(joined["iou_b"], joined["iou_a"])
+        occupied = pc.subtract(joined["occupied_voxels_b"], joined["occupied_voxels_a"])
+        joined = joined.append_column("iou_delta", iou).append_column("occupied_delta", occupied)
+        # the largest change first: IoU's where both have it, else occupancy's
+        # (scaled below any IoU change), rows with neither last
+        change = pc.if_else(
+            pc.is_valid(iou),
+            pc.abs(pc.cast(iou, pa.float64())),
+            pc.divide(pc.cast(pc.abs(occupied), pa.float64()), 1e9),
+        )
+        ranked = joined.append_column("change", pc.fill_null(change, -1.0))
+        ranked = ranked.sort_by([("change", "descending"), ("object_id", "ascending")])
+        return ranked.drop_columns(["change"])
+
     # --- grids ---------------------------------------------------------------
 
     def grid(self, row: str | Mapping[str, Any] | pa.Table) -> np.ndarray:
@@ -472,7 +605,22 @@ class Output:
         if self._catalog is None:
             success = self.success() or {}
             self._catalog = (success.get("arguments") or {}).get("input") or None
+        if self._catalog is None:  # no _SUCCESS yet (a run that is going, or exited 4)
+            self._catalog = self._input_from_runs()
         return self._catalog
+
+    def _input_from_runs(self) -> str | None:
+        """The ``--input`` of the latest run recorded under ``runs/``."""
+        urls = io.list_files(io.join(self.url, RUNS), ".json", self.storage_options)
+        for url in reversed(urls):  # named by start time: newest last
+            try:
+                record = json.loads(io.read_bytes(url, self.storage_options))
+            except (FileNotFoundError, ValueError):
+                continue
+            found = (record.get("arguments") or {}).get("input")
+            if found:
+                return found
+        return None
 
     def catalog_dataset(self) -> ds.Dataset:
         """The catalog as a lazy ``pyarrow.dataset`` (every ``*.parquet`` under it)."""
@@ -483,7 +631,7 @@ class Output:
             if url is None:
                 raise ValueError(
                     f"no catalog for {self.url}: pass Output(url, catalog=...) "
-                    "(the output has no _SUCCESS naming the job's input)"
+                    "(neither _SUCCESS nor runs/*.json names the job's input)"
                 )
             files = io.find_files(url, ".parquet", self.storage_options)
             fs = io.arrow_filesystem(url, self.storage_options)
@@ -583,6 +731,36 @@ def select_for_command(
     return rows
 
 
+def describe_selection(output: Output, args: argparse.Namespace, rows: pa.Table) -> str:
+    """What a picture of ``rows`` (chosen by :func:`select_for_command`) shows, for
+    its title: how many of how many matching rows, in which order, chosen how,
+    at which threshold; e.g. ``12 of 48 rows, by object_id; threshold 0.4``."""
+    matching = output.select(ids=args.ids, where=args.where, category=args.category)
+    if args.worst is not None:
+        matching = matching.filter(
+            pc.and_(pc.equal(matching["status"], OK), pc.is_valid(matching["iou"]))
+        )
+        order = "lowest IoU first"
+    else:
+        order = "in the order given" if args.ids else "by object_id"
+    parts = [f"{rows.num_rows} of {matching.num_rows} rows, {order}"]
+    if args.ids:
+        more = f" and {len(args.ids) - 3} more" if len(args.ids) > 3 else ""
+        parts.append("ids " + ", ".join(args.ids[:3]) + more)
+    if args.category is not None:
+        parts.append(f"category {args.category}")
+    if args.where:
+        parts.append(f"where {args.where}")
+    if args.worst is not None:
+        parts.append(f"the {args.worst} worst by IoU")
+    if args.limit is not None:
+        parts.append(f"at most {args.limit}")
+    levels = sorted({t for t in rows.column("threshold").to_pylist() if t is not None})
+    if levels:
+        parts.append("threshold " + " / ".join(f"{t:g}" for t in levels))
+    return "; ".join(parts)
+
+
 # --- helpers -----------------------------------------------------------------
 
 
@@ -611,15 +789,32 @@ def _where(table: pa.Table, condition: str) -> pa.Table:
     return table.take(kept.column(position))
 
 
+def optional(module: str, needed_by: str) -> Any:
+    """An optional package, imported on first use, or an ImportError saying
+    which install brings it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        hint = "pip install polars" if module == "polars" else INSTALL_HINT
+        raise ImportError(f"{needed_by} needs the package {module!r}: {hint}") from None
+
+
+def missing_package(command: str, exc: ImportError) -> int:
+    """For a command whose imports failed: say which package is missing and
+    how to install it, and return exit code 3 (a setup problem)."""
+    print(
+        f"voxray {command}: needs the package {exc.name or exc}, which this install "
+        f"lacks: {INSTALL_HINT}",
+        file=sys.stderr,
+    )
+    return 3
+
+
 def _duckdb() -> Any:
     """The ``duckdb`` module, imported on first use (SQL only)."""
-    try:
-        import duckdb
-    except ImportError:
-        raise ImportError(
-            "SQL over an output needs DuckDB: pip install 'voxray[output]' (or duckdb)"
-        ) from None
-    return duckdb
+    return optional("duckdb", "SQL over an output")
 
 
 def _sorted_by_id(table: pa.Table) -> pa.Table:

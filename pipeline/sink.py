@@ -29,7 +29,7 @@ from ray.data.datasource.datasink import WriteResult
 from model.voxels import GRID_BYTES
 from pipeline import io, plan, progress, shards
 from pipeline.index import COUNTS_KEY, counts_metadata
-from pipeline.layout import FAILED, MANIFEST_SCHEMA, MANIFESTS, OK, SHARDS
+from pipeline.layout import FAILED, MANIFEST_SCHEMA, MANIFESTS, OK, SHARDS, error_kind
 
 # Columns that travel to the sink but are not manifest columns.
 PAYLOAD_COLUMNS = ("probabilities",)
@@ -119,6 +119,8 @@ def write_shard(
             columns["grid_bytes"] = pa.array(length, pa.int32())
         elif field.name == "status":
             columns["status"] = pa.array([OK if s else FAILED for s in shard], pa.string())
+        elif field.name == "error_kind":
+            continue  # from the final errors, below
         else:
             columns[field.name] = rows.column(field.name).cast(field.type)
     # A row marked ok whose grid is missing cannot be committed as ok.
@@ -127,6 +129,17 @@ def write_shard(
         if s == OK and shard[i] is None:
             errors[i] = errors[i] or "internal: no grid for an ok row"
     columns["error"] = pa.array(errors, pa.string())
+    # A stage may name its rows' kinds; the others' come from their reasons, in
+    # one place (pipeline.layout), so that every stage's failures group alike.
+    given = rows.column("error_kind").to_pylist() if "error_kind" in rows.column_names else None
+    kinds = pa.array(
+        [
+            None if e is None else (given and given[i]) or error_kind(e)
+            for i, e in enumerate(errors)
+        ],
+        pa.string(),
+    )
+    columns = {n: kinds if n == "error_kind" else columns[n] for n in MANIFEST_SCHEMA.names}
     for name_ in rows.column_names:
         if name_ not in columns and name_ not in PAYLOAD_COLUMNS:
             columns[name_] = rows.column(name_)

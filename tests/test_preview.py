@@ -5,16 +5,20 @@ command line."""
 
 from __future__ import annotations
 
+import argparse
+import textwrap
 from io import BytesIO
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 from test_results import build_demo, grids_of, shard_rows
 
 from jobs import preview as preview_job
 from model import voxels
-from pipeline import preview
+from pipeline import preview, results
 from pipeline.results import Output
 from pipeline.sink import write_shard
 
@@ -45,14 +49,14 @@ def test_renderer_follows_the_dataset_camera_convention():
     grid[26:30, 14:18, 14:18] = True  # towards +x
     picture = preview.render_voxels(grid, azimuth=0, elevation=0, size=CELL)
     assert picture.shape == (CELL, CELL, 3) and picture.dtype == np.uint8
-    assert centre_of(picture)[0] > 0.7
+    assert centre_of(picture)[0] > 0.65  # right of centre (the whole cube fits with a margin)
     grid = np.zeros(voxels.GRID, bool)
     grid[14:18, 26:30, 14:18] = True  # towards +y, up
-    assert centre_of(preview.render_voxels(grid, 0, 0, CELL))[1] < 0.3
+    assert centre_of(preview.render_voxels(grid, 0, 0, CELL))[1] < 0.35
     grid = np.zeros(voxels.GRID, bool)
     grid[14:18, 14:18, 26:30] = True  # towards +z, the front
-    assert centre_of(preview.render_voxels(grid, 90, 0, CELL))[0] < 0.3
-    assert centre_of(preview.render_voxels(grid, -90, 0, CELL))[0] > 0.7
+    assert centre_of(preview.render_voxels(grid, 90, 0, CELL))[0] < 0.35
+    assert centre_of(preview.render_voxels(grid, -90, 0, CELL))[0] > 0.65
     assert not drawn(preview.render_voxels(np.zeros(voxels.GRID, bool), size=CELL)).any()
     # the faces turned to the light are brighter than those turned away
     cube = np.zeros(voxels.GRID, bool)
@@ -122,11 +126,15 @@ def test_summary(tmp_path):
     build_demo(source, str(tmp_path / "catalog"))
     out = Output(source)
     figure = sheet_of(preview.summary(out.manifests(), preview.summary_title(out)))
-    assert figure.shape == (520, 1500, 3)
+    assert figure.shape == (520, 1900, 3)
+    # the fourth panel counts the failed rows by kind: a bar where there is one
+    panel = figure[100:460, 1500:1880]
+    bars = np.abs(panel.astype(int) - [0xD9, 0x88, 0x73]).sum(-1) < 30
+    assert bars.sum() > 100
     # without ground truth or categories it still draws, and says why panels are empty
     plain = str(tmp_path / "plain")
     write_shard(shard_rows(["a", "b"], grids_of(2, 2)), plain)
-    assert sheet_of(preview.summary(Output(plain).manifests())).shape == (520, 1500, 3)
+    assert sheet_of(preview.summary(Output(plain).manifests())).shape == (520, 1900, 3)
 
 
 def test_command_line(tmp_path, capsys, monkeypatch):
@@ -137,17 +145,18 @@ def test_command_line(tmp_path, capsys, monkeypatch):
         return preview_job.main(["--output", source, "--cell", str(CELL), *args])
 
     sheet = tmp_path / "pictures" / "worst.png"
+    titled = 2 * preview.HEADER  # a line that says what the sheet shows, then the columns'
     assert run("--worst", "2", "--out", str(sheet)) == 0
-    assert sheet_of(sheet.read_bytes()).shape[0] == preview.HEADER + 2 * CELL
+    assert sheet_of(sheet.read_bytes()).shape[0] == titled + 2 * CELL
     assert run("--category", "lamp", "--views", "1", "--out", str(sheet)) == 0
     assert sheet_of(sheet.read_bytes()).shape == (
-        preview.HEADER + 3 * CELL,
+        titled + 3 * CELL,
         preview.LABEL_WIDTH + 4 * CELL,
         3,
     )
     assert run("--no-catalog", "--out", str(sheet)) == 0  # the first 12 rows by id: all 9
     assert sheet_of(sheet.read_bytes()).shape == (
-        preview.HEADER + 9 * CELL,
+        titled + 9 * CELL,
         preview.LABEL_WIDTH + 2 * CELL,
         3,
     )
@@ -158,9 +167,65 @@ def test_command_line(tmp_path, capsys, monkeypatch):
     assert "sheet of 2 rows" in printed and "sheet of 5 rows" in printed
     summary = tmp_path / "summary.png"
     assert run("--summary", "--out", str(summary)) == 0
-    assert sheet_of(summary.read_bytes()).shape == (520, 1500, 3)
+    assert sheet_of(summary.read_bytes()).shape == (520, 1900, 3)
     assert "summary of 9 rows" in capsys.readouterr().out
     assert run("--ids", "nobody", "--out", str(sheet)) == 2
     assert run("--where", "iou > 2", "--out", str(sheet)) == 1
     with pytest.raises(SystemExit):
         run("--summary")  # --out is required
+
+
+def test_a_full_grid_is_never_clipped():
+    full = np.ones(voxels.GRID, bool)
+    for size in (48, 256):
+        for azimuth, elevation in (preview.ANGLES[0], (45.0, 35.26), (0.0, 90.0)):
+            picture = drawn(preview.render_voxels(full, azimuth, elevation, size))
+            assert picture.any()
+            edges = [picture[0], picture[-1], picture[:, 0], picture[:, -1]]
+            assert not any(edge.any() for edge in edges), (size, azimuth, elevation)
+
+
+def test_notes_are_whole_clauses_and_empty_view_cells_say_so(tmp_path):
+    reason = (
+        "view 2: image header claims 90000x90000 = 8100000000 pixels, over the limit "
+        "of 100000000; refused without decoding"
+    )
+    assert preview.fitted(reason, 30, 10) == textwrap.wrap(reason, 30)
+    short = preview.fitted(reason, 30, 3)
+    assert len(short) <= 3 and short[-1].endswith("…")
+    assert " ".join(short).startswith("view 2: image header claims")
+    assert " ".join(short)[:-2].strip() in reason  # whole words of the reason, nothing cut
+    # a row with fewer views than the others: its empty cells carry a note, not white
+    source, catalog = str(tmp_path / "out"), str(tmp_path / "catalog")
+    build_demo(source, catalog)
+    table = pq.read_table(f"{catalog}/part-00000.parquet")
+    views = table.column("views").to_pylist()
+    views[1] = views[1][:1]  # proc-0-0000041: one view
+    table = table.set_column(table.schema.get_field_index("views"), "views", pa.array(views))
+    pq.write_table(table, f"{catalog}/part-00000.parquet")
+    out = Output(source)
+    sheet = sheet_of(preview.contact_sheet(out, out.select(ids=["proc-0-0000041"]), cell=CELL))
+    for v in (1, 2):
+        empty = cell(sheet, 0, v)
+        assert (empty == np.array(preview.BACKGROUND, np.uint8)).all(-1).mean() > 0.8
+        assert (empty == 255).all(-1).mean() < 0.05 and (drawn(empty)).any()  # a note's text
+
+
+def test_titles_say_what_they_show(tmp_path):
+    source = str(tmp_path / "out")
+    build_demo(source, str(tmp_path / "catalog"))
+    out = Output(source)
+
+    def describe(*argv: str) -> str:
+        parser = argparse.ArgumentParser()
+        results.add_selection_arguments(parser)
+        args = parser.parse_args(argv)
+        return results.describe_selection(out, args, results.select_from_arguments(out, args))
+
+    assert describe("--limit", "4") == "4 of 9 rows, by object_id; at most 4; threshold 0.4"
+    assert describe("--worst", "2", "--category", "chair") == (
+        "2 of 4 rows, lowest IoU first; category chair; the 2 worst by IoU; threshold 0.4"
+    )
+    assert (
+        describe("--where", "iou < 2") == "8 of 8 rows, by object_id; where iou < 2; threshold 0.4"
+    )

@@ -107,12 +107,16 @@ DEMO_IDS = [f"proc-0-00000{k}" for k in range(40, 48)]
 CATEGORIES = ["chair", "lamp", "bench"]
 
 
-def build_demo(output: str, catalog: str, seed: int = 0, carried: str | None = None) -> dict:
+def build_demo(
+    output: str, catalog: str, seed: int = 0, carried: str | None = None, rerun: bool = False
+) -> dict:
     """An output like the demo's: 8 ids in two shards, one failed
     (``proc-0-0000047``, a lamp), one repeated (``proc-0-0000040``, two input
     rows); its catalog (views as RGBA PNGs, voxels) and a ``_SUCCESS`` naming
-    it. ``carried`` adds one more carried column of that name. Returns
-    ``{object_id: [(truth, grid, iou), ...]}`` in input order."""
+    it. Row keys are the catalog's positions, so two outputs of one catalog
+    pair by row; ``rerun`` leaves an existing catalog as it is (another run's
+    grids over it). ``carried`` adds one more carried column of that name.
+    Returns ``{object_id: [(truth, grid, iou), ...]}`` in input order."""
     rng = np.random.default_rng(seed)
     ids = [*DEMO_IDS, DEMO_IDS[0]]
     categories = [CATEGORIES[k % 3] for k in range(len(DEMO_IDS))] + [CATEGORIES[0]]
@@ -136,21 +140,21 @@ def build_demo(output: str, catalog: str, seed: int = 0, carried: str | None = N
     status = ["failed" if i == DEMO_IDS[-1] else "ok" for i in ids]
     ious = [s if st == "ok" else None for s, st in zip(ious, status, strict=True)]
     extra = {carried: [f"{carried}-{k}" for k in range(len(ids))]} if carried else {}
+    keys = [f"{catalog}/part-00000.parquet:{k}" for k in range(len(ids))]
     for part in (slice(0, 5), slice(5, None)):
-        write_shard(
-            shard_rows(
-                ids[part],
-                grids[part],
-                status[part],
-                ious[part],
-                category=categories[part],
-                **{k: v[part] for k, v in extra.items()},
-            ),
-            output,
+        rows = shard_rows(
+            ids[part],
+            grids[part],
+            status[part],
+            ious[part],
+            category=categories[part],
+            **{k: v[part] for k, v in extra.items()},
         )
-    buffer = BytesIO()
-    pq.write_table(pa.Table.from_pylist(catalog_rows), buffer)
-    io.write_bytes(io.join(catalog, "part-00000.parquet"), buffer.getvalue())
+        write_shard(rows.set_column(0, "row_key", pa.array(keys[part])), output)
+    if not (rerun and io.exists(io.join(catalog, "part-00000.parquet"))):
+        buffer = BytesIO()
+        pq.write_table(pa.Table.from_pylist(catalog_rows), buffer)
+        io.write_bytes(io.join(catalog, "part-00000.parquet"), buffer.getvalue())
     summary = {"arguments": {"input": catalog}, "model": "compact-test", "rows_total": len(ids)}
     io.write_bytes(io.join(output, SUCCESS), json.dumps(summary).encode())
     return objects
@@ -449,18 +453,32 @@ def doc_blocks(path: Path) -> list[tuple[str, str]]:
 
 def test_docs_examples_run(tmp_path, monkeypatch, capsys):
     """Every python block of docs/output.md runs, in order, in one namespace,
-    and every command of its bash blocks succeeds, against an output built like
-    the demo's (outputs/demo, a second output outputs/demo-2 with a column of
-    its own, the catalog data/demo-catalog)."""
+    and every command of its bash blocks succeeds, against outputs built like
+    the demo's and folded as a finished run leaves them (outputs/demo; a rerun
+    over its catalog data/demo-catalog, outputs/demo-rerun; a second output
+    outputs/demo-2 of another catalog, with a column of its own), and nothing
+    is written into docs/."""
     import duckdb
 
     from jobs import export as export_job
     from jobs import preview as preview_job
+    from pipeline import index
 
     monkeypatch.chdir(tmp_path)
-    build_demo("outputs/demo", str(tmp_path / "data" / "demo-catalog"))
+    catalog = str(tmp_path / "data" / "demo-catalog")
+    build_demo("outputs/demo", catalog)
+    build_demo("outputs/demo-rerun", catalog, seed=2, rerun=True)
     build_demo("outputs/demo-2", str(tmp_path / "data" / "other-catalog"), seed=1, carried="sku")
-    commands = {"jobs/export.py": export_job.main, "jobs/preview.py": preview_job.main}
+    for output in ("outputs/demo", "outputs/demo-rerun", "outputs/demo-2"):
+        index.fold(output)
+    docs_before = {p: p.stat().st_mtime for p in (REPO / "docs").iterdir()}
+    from jobs import report as report_job
+
+    commands = {
+        "jobs/export.py": export_job.main,
+        "jobs/preview.py": preview_job.main,
+        "jobs/report.py": report_job.main,
+    }
     blocks = doc_blocks(REPO / "docs" / "output.md")
     assert [lang for lang, _ in blocks].count("python") >= 8
     namespace: dict = {}
@@ -484,8 +502,9 @@ def test_docs_examples_run(tmp_path, monkeypatch, capsys):
         ran += 1
     printed = capsys.readouterr().out
     assert "'proc-0-0000040' has 2 rows" in printed and "views is empty" in printed
-    assert (tmp_path / "docs" / "output-preview.png").exists()
-    assert (tmp_path / "docs" / "output-summary.png").exists()
+    for picture in ("worst.png", "summary.png", "changed.png", "report/index.html"):
+        assert (tmp_path / "pictures" / picture).exists()
+    assert {p: p.stat().st_mtime for p in (REPO / "docs").iterdir()} == docs_before
     assert list((tmp_path / "exports" / "worst").glob("*.glb"))
     assert ran == len([b for b in blocks if b[0] in ("python", "bash")])
 
@@ -509,3 +528,33 @@ def test_status_and_categories_over_the_whole_output(tmp_path):
     table = reader.by_category().to_pylist()
     assert [(r["category"], r["rows"], r["ok"]) for r in table] == [("chair", 2, 1), ("lamp", 2, 2)]
     assert pc.sum(pc.equal(reader.manifests(["status"])["status"], "ok")).as_py() == 3
+
+
+def test_catalog_from_the_run_records_without_success(tmp_path):
+    """A run that exited 4 (or is still going) has no _SUCCESS: the catalog is
+    the latest run record's --input."""
+    from pipeline import summary
+
+    out, catalog = str(tmp_path / "out"), str(tmp_path / "catalog")
+    build_demo(out, catalog)
+    io.remove(io.join(out, SUCCESS))
+    assert Output(out).catalog is None
+    for started, url in (("2026-01-01T00:00:00Z", "/elsewhere"), ("2026-02-01T00:00:00Z", catalog)):
+        summary.record_run(out, {"started": started, "arguments": {"input": url}})
+    reader = Output(out)
+    assert reader.catalog == catalog
+    assert reader.truth("proc-0-0000045").shape == (32, 32, 32)
+
+
+def test_to_pandas_and_polars(tmp_path):
+    out = str(tmp_path / "out")
+    build_demo(out, str(tmp_path / "catalog"))
+    frame = Output(out).to_pandas(["object_id", "status"])
+    assert list(frame.columns) == ["object_id", "status"] and len(frame) == 9
+    try:
+        import polars  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="pip install polars"):
+            Output(out).to_polars()
+    else:
+        assert Output(out).to_polars().height == 9
