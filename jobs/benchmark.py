@@ -1011,19 +1011,22 @@ def bench_grouping(args: argparse.Namespace) -> dict:
     }
     rec.run_packed(np.concatenate(views[: args.batch]), counts[: args.batch], level)
     result: dict = {"objects": args.objects, "batch": args.batch, "model": rec.model_id}
-    for name, calls in plans.items():
-        packed = [(np.concatenate([views[i] for i in c]), counts[c]) for c in calls]
-        steps = sum(len(c) * int(counts[c].max()) for c in calls)
-        times = []
-        for _ in range(args.runs):
+    packed = {
+        name: [(np.concatenate([views[i] for i in c]), counts[c]) for c in calls]
+        for name, calls in plans.items()
+    }
+    times: dict[str, list[float]] = {name: [] for name in plans}
+    for _ in range(args.runs):  # interleaved: a change in the machine's load hits all three
+        for name, calls in packed.items():
             t = time.perf_counter()
-            for v, n in packed:
+            for v, n in calls:
                 rec.run_packed(v, n, level)
-            times.append(time.perf_counter() - t)
+            times[name].append(time.perf_counter() - t)
+    for name, calls in plans.items():
         result[name] = {
             "calls": len(calls),
-            "recurrence_steps": steps,
-            "objects_per_s": round(args.objects / statistics.median(times), 2),
+            "recurrence_steps": sum(len(c) * int(counts[c].max()) for c in calls),
+            "objects_per_s": round(args.objects / statistics.median(times[name]), 2),
         }
     base = result["input_order"]["objects_per_s"]
     for name in ("sorted", "grouped"):
