@@ -20,7 +20,7 @@ import dataclasses  # noqa: E402
 import shutil  # noqa: E402
 
 from model.defaults import DEFAULT_MODEL_ID, DEFAULT_WEIGHTS  # noqa: E402
-from pipeline import cli, cluster, job, resume, stops  # noqa: E402
+from pipeline import cli, cluster, job, resume  # noqa: E402
 from pipeline.job import JobConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -196,18 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     codes) is one line on stderr, never a traceback."""
     argv = sys.argv[1:] if argv is None else argv
     config = parse_args(argv)
-    with stops.handled():
-        try:
-            return run_demo(config) if not argv else job.run(config)
-        except stops.Interrupted as stop:
-            print(stop.line(), file=sys.stderr)
-            return stop.code
-        except job.TRANSIENT_ERRORS as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return job.EXIT_RUN
-        except job.SETUP_ERRORS as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return job.EXIT_SETUP
+    return cli.run(
+        lambda: run_demo(config) if not argv else job.run(config), permanent=job.SETUP_ERRORS
+    )
 
 
 if __name__ == "__main__":

@@ -71,13 +71,16 @@ class RayUnavailable(RuntimeError):
     restarting. The unchanged command may succeed later (exit 1)."""
 
 
-def connect(verbose: bool = False, start_timeout: float = RAY_START_SECONDS) -> None:
+def connect(
+    verbose: bool = False, start_timeout: float = RAY_START_SECONDS, num_cpus: int | None = None
+) -> None:
     """Join the cluster the job was submitted to (``ray job submit`` sets
     RAY_ADDRESS for the job) or RAY_ADDRESS; else start a local Ray whose
-    workers can import this checkout, waiting up to ``start_timeout`` seconds
-    for it. Unless ``verbose``, TensorFlow's and CUDA's start-up logs (the
-    workers'), Ray's start-up notices and Ray Data's progress bars and
-    execution logs (the driver's) are hidden; the job prints its own progress.
+    workers can import this checkout, with ``num_cpus`` CPUs (None: the
+    machine's), waiting up to ``start_timeout`` seconds for it. Unless
+    ``verbose``, TensorFlow's and CUDA's start-up logs (the workers'), Ray's
+    start-up notices and Ray Data's progress bars and execution logs (the
+    driver's) are hidden; the job prints its own progress.
     The process's SIGINT and SIGTERM handlers survive (``pipeline.stops``).
 
     Raises:
@@ -98,10 +101,13 @@ def connect(verbose: bool = False, start_timeout: float = RAY_START_SECONDS) -> 
     if not verbose:
         logging.getLogger(_AUTH_LOGGER).setLevel(logging.ERROR)
     if address:
-        runtime_env = {"env_vars": env_vars}
+        options: dict = {"runtime_env": {"env_vars": env_vars}}
     else:
         path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
-        runtime_env = {"env_vars": {**env_vars, "PYTHONPATH": path}}
+        options = {
+            "runtime_env": {"env_vars": {**env_vars, "PYTHONPATH": path}},
+            "num_cpus": num_cpus,
+        }
     deadline = time.monotonic() + start_timeout
     while True:
         before = _descendants()
@@ -109,8 +115,8 @@ def connect(verbose: bool = False, start_timeout: float = RAY_START_SECONDS) -> 
             with stops.kept(), _gcs_wait(deadline):
                 ray.init(
                     address=address or "local",
-                    runtime_env=runtime_env,
                     logging_level=logging.INFO if verbose else logging.WARNING,
+                    **options,
                 )
             break
         except Exception as exc:

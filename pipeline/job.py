@@ -560,7 +560,7 @@ def _finish(
     return EXIT_OK
 
 
-# What run() raises for a problem found before any row was processed (exit 3),
-# and, among those, what may pass by itself: the unchanged rerun can succeed (exit 1).
+# What run() raises for a problem found before any row was processed (exit 3;
+# but cluster.RayUnavailable and io.StorageUnavailable, which may pass by
+# themselves, exit 1: pipeline.cli.run).
 SETUP_ERRORS = (cluster.SetupError, io.StorageError, resume.OutputConflict, LeaseHeld)
-TRANSIENT_ERRORS = (cluster.RayUnavailable, io.StorageUnavailable)
