@@ -133,7 +133,11 @@ def connect(
     if not verbose:
         import ray.data
 
-        logging.getLogger("ray.data").setLevel(logging.ERROR)
+        # Ray Data's console lines (a failed task's traceback among them) go;
+        # its log file (ray-data.log in the session's logs) keeps them all.
+        for handler in logging.getLogger("ray.data").handlers:
+            if getattr(handler, "stream", None) in (sys.stderr, sys.stdout):
+                handler.setLevel(logging.CRITICAL + 1)
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
         context.print_on_execution_start = False

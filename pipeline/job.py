@@ -442,7 +442,8 @@ def _run(config: JobConfig, found: Preflight, started: float) -> int:
         print(
             f"error: the run stopped before every row was committed ({type(exc).__name__}: "
             f"{str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else ''}). "
-            "Committed rows are kept: rerun the same command to resume.",
+            "Committed rows are kept: rerun the same command to resume. (Ray Data's log, "
+            "ray-data.log in the Ray session's logs folder, holds the trace.)",
             file=sys.stderr,
         )
         return EXIT_RUN
