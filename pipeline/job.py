@@ -378,7 +378,20 @@ def run(config: JobConfig) -> int:
         stop.rows_committed = _interrupted(config, found, started)
         raise
     finally:
+        _release(lease)
+
+
+def _release(lease: Lease) -> None:
+    """Give the lease up; storage that does not answer now (the outage that
+    stopped the run) leaves it to expire instead of hiding the exit code."""
+    try:
         lease.release()
+    except Exception as exc:
+        print(
+            f"warning: the lease {lease.url} was not removed ({type(exc).__name__}); a rerun "
+            f"takes it over once it is {lease.ttl:g} s old (at once on this host)",
+            file=sys.stderr,
+        )
 
 
 def _run(config: JobConfig, found: Preflight, started: float) -> int:
