@@ -27,17 +27,26 @@ from pipeline import cli, cluster, io, stops
 COMMANDS = sorted(p for p in (REPO / "jobs").glob("*.py") if p.name != "__init__.py")
 
 
-def command(path: Path, args: list[str], tmp: Path) -> subprocess.CompletedProcess:
+def command(
+    path: Path, args: list[str], ray_tmp: Path | None = None
+) -> subprocess.CompletedProcess:
+    """The command as a user runs it, with a Ray temp dir of its own (short:
+    Unix socket paths under it must stay short)."""
+    temp = ray_tmp or Path(tempfile.mkdtemp(prefix="vxe", dir="/tmp"))
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env["RAY_TMPDIR"] = str(tmp)
-    return subprocess.run(
-        [sys.executable, str(path), *args],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    env["RAY_TMPDIR"] = str(temp)
+    try:
+        return subprocess.run(
+            [sys.executable, str(path), *args],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        if ray_tmp is None:
+            shutil.rmtree(temp, ignore_errors=True)
 
 
 def small_catalog(url: str) -> None:
@@ -232,7 +241,6 @@ def test_access_denied_mid_run_exits_3_naming_it(tmp_path):
         result = command(
             REPO / "jobs" / "reconstruct.py",
             ["--input", catalog, "--output", str(output), "--rows-per-shard", "2"],
-            tmp_path,
         )
     finally:
         _allow_writes(shards)
