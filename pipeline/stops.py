@@ -81,15 +81,22 @@ def handled() -> Iterator[None]:
 def kept() -> Iterator[None]:
     """Keep this process's SIGINT and SIGTERM handlers across the block.
 
-    ``ray.init`` replaces them: Ray sets a SIGTERM handler of its own and its
-    core worker installs a C++ failure handler that turns SIGTERM into a stack
-    dump and an abort (exit 134), which would bypass :func:`handled`."""
+    ``ray.init`` replaces them: Ray sets a SIGTERM handler of its own (which
+    exits) and its core worker installs a C++ failure handler that turns
+    SIGTERM into a stack dump and an abort (exit 134), which would bypass
+    :func:`handled`. A SIGTERM that Ray's own handler took during the block is
+    handed to the process's handler."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = {s: signal.getsignal(s) for s in SIGNALS}
     try:
         yield
+    except SystemExit as exc:
+        handler = previous[signal.SIGTERM]
+        if exc.code == signal.SIGTERM and callable(handler):
+            handler(signal.SIGTERM, None)
+        raise
     finally:
         for s, handler in previous.items():
             if handler is not None:

@@ -185,3 +185,59 @@ def test_sigterm_and_sigint_stop_cleanly_and_the_rerun_finishes(tmp_path):
     for path in Path(output).rglob("*"):
         mode = stat.S_IMODE(path.stat().st_mode)
         assert mode == (0o750 if path.is_dir() else 0o640), (path, oct(mode))
+
+
+STARTING = """
+import time
+from pipeline import cli, cluster
+
+def body() -> int:
+    print("starting", flush=True)
+    cluster.connect()
+    time.sleep(60)
+    return 0
+
+cluster.leave(cli.run(body))
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_while_ray_starts_is_clean(signum):
+    """ray.init installs Ray's own SIGTERM handlers (one exits, one dumps a
+    stack and aborts): a stop while Ray starts is still one line, 128 +
+    the signal, and nothing of the half-started Ray left."""
+    temp_dir = tempfile.mkdtemp(prefix="vxs", dir="/tmp")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(RAY_TMPDIR=temp_dir, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STARTING],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    seen: dict[int, psutil.Process] = {}
+    try:
+        assert proc.stdout.readline().strip() == "starting"
+        deadline = time.monotonic() + 1.0  # into ray.init: its processes are starting
+        while time.monotonic() < deadline:
+            with contextlib.suppress(psutil.Error):
+                for child in psutil.Process(proc.pid).children(recursive=True):
+                    seen.setdefault(child.pid, child)
+            time.sleep(0.05)
+        os.kill(proc.pid, signum)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    name = signal.Signals(signum).name
+    assert proc.returncode == 128 + signum, out
+    assert out.strip() == f"interrupted ({name}); rerun the same command to resume", out
+    alive = [p for p in seen.values() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    for p in alive:
+        p.kill()
+    assert not alive, [p.name() for p in alive]
