@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import signal
 import stat
@@ -283,3 +284,25 @@ def test_written_files_get_the_mode_open_gives(tmp_path, umask, file_mode, dir_m
     written, plain, folder = result.stdout.split()
     assert written == plain == oct(file_mode) and folder == oct(dir_mode)
     assert stat.S_IMODE((tmp_path / "sub" / "written.bin").stat().st_mode) == file_mode
+
+
+# --- the table -----------------------------------------------------------------------------
+
+
+def test_the_exit_code_table_is_the_codes_and_names_real_tests():
+    """docs/job.md's table: one row per code the job uses, each naming the
+    tests that exercise it, and each of those tests exists."""
+    from pipeline import job
+
+    text = (REPO / "docs" / "job.md").read_text()
+    table = text[text.index("## Exit codes") : text.index("## Stopping a run")]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    codes = {int(row.split("|")[1]) for row in rows}
+    used = {job.EXIT_OK, job.EXIT_RUN, job.EXIT_USAGE, job.EXIT_SETUP, job.EXIT_FAILED_ROWS}
+    used |= {stops.Interrupted(s).code for s in stops.SIGNALS}
+    assert codes == used and len(rows) == len(used)
+    for row in rows:
+        named = re.findall(r"`(test_\w+)\.py::(test_\w+)`", row.split("|")[4])
+        assert named, row
+        for module, test in named:
+            assert f"def {test}(" in (REPO / "tests" / f"{module}.py").read_text(), test
