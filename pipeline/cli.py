@@ -38,6 +38,7 @@ def run(
         try:
             return body()
         except stops.Interrupted as stop:
+            stop.taken()
             print(stop.line(), file=sys.stderr)
             return stop.code
         except (cluster.RayUnavailable, io.StorageUnavailable) as exc:

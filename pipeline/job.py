@@ -375,6 +375,7 @@ def run(config: JobConfig) -> int:
     try:
         return _run(config, found, started)
     except stops.Interrupted as stop:
+        stop.taken()
         stop.rows_committed = _interrupted(config, found, started)
         raise
     finally:

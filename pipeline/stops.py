@@ -15,6 +15,7 @@ act on a signal outside the block it guards.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -22,17 +23,31 @@ from collections.abc import Iterator
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+# A stop raised while the main thread runs code that swallows exceptions (an
+# object's finalizer, a bare ``except:`` in a library) is lost: the signal is
+# delivered again after this long, until the job takes the stop.
+RESEND_SECONDS = 5.0
+
+
 class Interrupted(BaseException):  # noqa: N818 (a stop, not an error, as KeyboardInterrupt)
-    """The driver was asked to stop by a signal.
+    """The driver was asked to stop by a signal. Whoever catches it to clean
+    up calls :meth:`taken` first, so that the signal is not delivered again.
 
     Args:
         signum: the signal's number.
+        taken: set when the job has taken the stop (None: nothing to tell).
     """
 
-    def __init__(self, signum: int):
+    def __init__(self, signum: int, taken: threading.Event | None = None):
         super().__init__(signum)
         self.signum = signum
         self.rows_committed: int | None = None  # this run's, when the job counted them
+        self._taken = taken
+
+    def taken(self) -> None:
+        """The job is stopping: later signals are ignored (its clean-up runs to the end)."""
+        if self._taken is not None:
+            self._taken.set()
 
     @property
     def name(self) -> str:
@@ -53,26 +68,35 @@ class Interrupted(BaseException):  # noqa: N818 (a stop, not an error, as Keyboa
 
 @contextlib.contextmanager
 def handled() -> Iterator[None]:
-    """While the block runs, the first SIGINT or SIGTERM raises
-    :class:`Interrupted` in the main thread; later ones are ignored, so they
+    """While the block runs, SIGINT or SIGTERM raises :class:`Interrupted` in
+    the main thread, again every ``RESEND_SECONDS`` until the job takes it
+    (:meth:`Interrupted.taken`); from then on signals are ignored, so they
     cannot cut the clean-up short (SIGKILL still ends the process). The
     previous handlers are back after the block. Outside the main thread (where
     Python cannot install handlers) the block runs unguarded."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    stopping = threading.Event()
+    taken = threading.Event()
+    first: list[int] = []
+
+    def resend() -> None:
+        while not taken.wait(RESEND_SECONDS):
+            os.kill(os.getpid(), first[0])
 
     def stop(signum: int, frame: object) -> None:
-        if stopping.is_set():
+        if taken.is_set():
             return
-        stopping.set()
-        raise Interrupted(signum)
+        if not first:
+            first.append(signum)
+            threading.Thread(target=resend, name="voxray-stop", daemon=True).start()
+        raise Interrupted(first[0], taken)
 
     previous = {s: signal.signal(s, stop) for s in SIGNALS}
     try:
         yield
     finally:
+        taken.set()
         for s, handler in previous.items():
             signal.signal(s, handler)
 
