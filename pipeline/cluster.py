@@ -300,9 +300,12 @@ def end_work() -> None:
         return
     started = _descendants()
     ray = sys.modules.get("ray")
-    if ray is not None and ray.is_initialized():
-        ray.shutdown()
-    _end(started, patience=3.0)
+    try:
+        # getattr: a stop can come while ray is still being imported
+        if ray is not None and getattr(ray, "is_initialized", lambda: False)():
+            ray.shutdown()
+    finally:
+        _end(started, patience=3.0)
 
 
 def _descendants() -> list:
