@@ -51,18 +51,19 @@ class Driver:
     """The job in its own session (process group), every descendant recorded
     as it appears so that survivors can be found (and ended) by pid."""
 
-    def __init__(self, args: list[str]):
+    def __init__(self, args: list[str], argv: list[str] | None = None):
+        """``python jobs/reconstruct.py ARGS``, or ``argv`` when given."""
         self.temp_dir = tempfile.mkdtemp(prefix="vxs", dir="/tmp")  # short: Unix sockets
-        env = {
-            k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "TF_CPP_MIN_LOG_LEVEL")
-        }
-        env["RAY_TMPDIR"] = self.temp_dir
+        drop = ("RAY_ADDRESS", "TF_CPP_MIN_LOG_LEVEL")
+        env = {k: v for k, v in os.environ.items() if k not in drop}
+        env.update(RAY_TMPDIR=self.temp_dir, PYTHONPATH=str(REPO))
         self.proc = subprocess.Popen(
-            [sys.executable, JOB, *args],
+            argv or [sys.executable, JOB, *args],
             env=env,
             cwd=REPO,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
+            text=True,
             start_new_session=True,
             umask=UMASK,
         )
@@ -87,8 +88,8 @@ class Driver:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             out, _ = self.proc.communicate()
-            pytest.fail(f"the driver did not end in {TIMEOUT} s:\n{out.decode()[-4000:]}")
-        return self.proc.returncode, out.decode(errors="replace")
+            pytest.fail(f"the driver did not end in {TIMEOUT} s:\n{out[-4000:]}")
+        return self.proc.returncode, out
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -206,38 +207,19 @@ def test_a_stop_while_ray_starts_is_clean(signum):
     """ray.init installs Ray's own SIGTERM handlers (one exits, one dumps a
     stack and aborts): a stop while Ray starts is still one line, 128 +
     the signal, and nothing of the half-started Ray left."""
-    temp_dir = tempfile.mkdtemp(prefix="vxs", dir="/tmp")
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update(RAY_TMPDIR=temp_dir, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen(
-        [sys.executable, "-c", STARTING],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    seen: dict[int, psutil.Process] = {}
+    driver = Driver([], argv=[sys.executable, "-c", STARTING])
     try:
-        assert proc.stdout.readline().strip() == "starting"
+        assert driver.proc.stdout.readline().strip() == "starting"
         deadline = time.monotonic() + 1.0  # into ray.init: its processes are starting
         while time.monotonic() < deadline:
-            with contextlib.suppress(psutil.Error):
-                for child in psutil.Process(proc.pid).children(recursive=True):
-                    seen.setdefault(child.pid, child)
+            driver.watch()
             time.sleep(0.05)
-        os.kill(proc.pid, signum)
-        out, _ = proc.communicate(timeout=120)
+        os.kill(driver.proc.pid, signum)
+        code, out = driver.finish()
+        survivors = driver.survivors()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        driver.close()
     name = signal.Signals(signum).name
-    assert proc.returncode == 128 + signum, out
+    assert code == 128 + signum, out
     assert out.strip() == f"interrupted ({name}); rerun the same command to resume", out
-    alive = [p for p in seen.values() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-    for p in alive:
-        p.kill()
-    assert not alive, [p.name() for p in alive]
+    assert not survivors, [p.name() for p in survivors]
