@@ -25,6 +25,11 @@ from pipeline import cli, io  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The exit code; an expected failure is one line on stderr (``cli.run``)."""
+    return cli.run(lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

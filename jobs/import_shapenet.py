@@ -28,6 +28,11 @@ from shapes.shapenet import import_shapenet  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The exit code; an expected failure is one line on stderr (``cli.run``)."""
+    return cli.run(lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         epilog=f"categories: {', '.join(CATEGORIES)}",

@@ -18,9 +18,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline import cli, io  # noqa: E402
+import fsspec  # noqa: E402
+
+from pipeline import cli, cluster, io  # noqa: E402
 from shapes.categories import CATEGORIES  # noqa: E402
-from shapes.dataset import DatasetError, make_dataset  # noqa: E402
+from shapes.dataset import DatasetError, check_output, make_dataset, validate  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -42,6 +44,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--rows-per-file", type=int, default=256, help="rows per Parquet file")
     ap.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (default all)")
     ap.add_argument(
+        "--ray-start-timeout",
+        type=float,
+        default=cluster.RAY_START_SECONDS,
+        metavar="SECONDS",
+        help="how long a local Ray may take to start; past it the command exits 1: rerun "
+        f"(default {cluster.RAY_START_SECONDS:g})",
+    )
+    ap.add_argument(
         "--storage-options",
         type=cli.storage_options,
         default={},
@@ -51,10 +61,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The exit code: 0 written; 1 Ray did not start in time (rerun); 2 bad
+    arguments or an output that is not empty (nothing written); 3 storage that
+    cannot be used; 130/143 stopped by a signal."""
     args = parse_args(argv)
+    if args.ray_start_timeout <= 0:
+        print("error: --ray-start-timeout must be > 0", file=sys.stderr)
+        return 2
+    return cli.run(lambda: generate(args))
+
+
+def generate(args: argparse.Namespace) -> int:
     options = io.storage_options(args.output, args.storage_options)
     cats = [c.strip() for c in args.categories.split(",") if c.strip()] if args.categories else None
     try:
+        # Checked before Ray starts, so that a bad argument answers at once.
+        validate(args.objects, args.seed, args.views, args.image_size, cats, args.rows_per_file)
+        fs, root = fsspec.core.url_to_fs(args.output, **options)
+        check_output(fs, root.rstrip("/"), args.output)
+        cluster.connect(start_timeout=args.ray_start_timeout, num_cpus=args.num_cpus)
         summary = make_dataset(
             args.output,
             args.objects,
@@ -75,4 +100,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cluster.leave(main())

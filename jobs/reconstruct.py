@@ -100,6 +100,11 @@ FLAGS: dict[str, tuple[dict, str]] = {
         "show TensorFlow's, CUDA's and Ray Data's start-up logs and progress bars "
         "(hidden by default; your own TF_CPP_MIN_LOG_LEVEL is always kept)",
     ),
+    "--ray-start-timeout": (
+        {"type": float, "metavar": "SECONDS"},
+        "how long a local Ray may take to start (over as many tries as fit); past it the "
+        "run exits 1: rerun, or give it longer on a busy machine",
+    ),
     "--precision": (
         {"choices": ("auto", "fp32", "bf16")},
         "model arithmetic; auto: bf16 where the device computes it natively "
@@ -123,9 +128,11 @@ EPILOG = (
     "into the manifest. Output: OUTPUT/shards/*.npz, OUTPUT/manifests/*.parquet (one row "
     "per input row), OUTPUT/_SUCCESS (written last). S3 credentials and endpoint come "
     "from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, AWS_DEFAULT_REGION "
-    "or --storage-options. Rerun the same command after a crash to resume. Exit codes: "
-    "0 ok, 1 run failed (rerun to resume), 2 bad arguments, 3 setup problem, "
-    "4 too many failed rows."
+    "or --storage-options. Rerun the same command after a crash or a stop to resume. Exit "
+    "codes: 0 ok; 1 stopped part-way, or Ray or storage unavailable for now (rerun to "
+    "resume); 2 bad arguments; 3 a problem no rerun gets past (setup, access denied); "
+    "4 too many failed rows; 130 / 143 stopped by SIGINT / SIGTERM (rerun to resume). "
+    "See docs/job.md."
 )
 
 
@@ -182,7 +189,7 @@ def make_demo_dataset(path: Path) -> None:
 def run_demo(config: JobConfig) -> int:
     """The demo's run. Its output folder is its own: grids of other weights (an older
     voxray's) are cleared rather than refused, so the README's command keeps working."""
-    cluster.connect(verbose=config.verbose)
+    cluster.connect(config.verbose, config.ray_start_timeout)
     make_demo_dataset(DEMO_INPUT)
     try:
         code = job.run(config)
@@ -199,13 +206,13 @@ def run_demo(config: JobConfig) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The job's exit code; a failure the job explains (docs/job.md's exit
+    codes) is one line on stderr, never a traceback."""
     argv = sys.argv[1:] if argv is None else argv
     config = parse_args(argv)
-    try:
-        return run_demo(config) if not argv else job.run(config)
-    except job.SETUP_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return job.EXIT_SETUP
+    return cli.run(
+        lambda: run_demo(config) if not argv else job.run(config), permanent=job.SETUP_ERRORS
+    )
 
 
 if __name__ == "__main__":

@@ -39,19 +39,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from model import devices  # noqa: E402
-from model.network import PRESETS, NetworkConfig  # noqa: E402
-from model.training import (  # noqa: E402
-    ADJUSTABLE,
-    FIXED,
-    Checkpoint,
-    CheckpointError,
-    TrainConfig,
-    latest_checkpoint,
-    read_checkpoint,
-    train,
-)
+from typing import TYPE_CHECKING  # noqa: E402
+
+# TensorFlow is imported only once the command line is parsed: --help and a
+# bad flag answer at once.
+from model.train_config import ADJUSTABLE, FIXED, TrainConfig  # noqa: E402
 from pipeline import cli, io  # noqa: E402
+
+if TYPE_CHECKING:
+    from model.network import NetworkConfig
+    from model.training import Checkpoint
 
 DEFAULT_PRESET = "compact"
 DEFAULTS = {
@@ -171,6 +168,8 @@ def _given(args: argparse.Namespace) -> dict:
 def new_run(args: argparse.Namespace) -> tuple[TrainConfig, NetworkConfig]:
     if args.data is None or args.steps is None:
         raise RunError("a new run needs --data and --steps")
+    from model.network import PRESETS
+
     preset = args.preset or DEFAULT_PRESET
     if preset not in PRESETS:
         raise RunError(f"unknown --preset {preset}; choose one of {', '.join(PRESETS)}")
@@ -221,7 +220,15 @@ def continued_run(args: argparse.Namespace, ckpt: Checkpoint) -> tuple[TrainConf
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The exit code; an expected failure is one line on stderr (``cli.run``)."""
+    return cli.run(lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
     args = parse_args(argv)
+    from model import devices
+    from model.training import CheckpointError, latest_checkpoint, read_checkpoint, train
+
     out = Path(args.out)
     latest = latest_checkpoint(out)
     if latest is not None and not args.resume:

@@ -9,10 +9,10 @@ import TensorFlow or Ray.
 
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
 import random
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -67,6 +67,11 @@ T = TypeVar("T")
 
 class StorageError(RuntimeError):
     """A storage problem explained for a person: what failed and what to do."""
+
+
+class StorageUnavailable(StorageError):
+    """Storage that throttles or fails for now (503 SlowDown, 5xx): the same
+    command may succeed later (exit 1, where other storage errors exit 3)."""
 
 
 def is_remote(url: str) -> bool:
@@ -229,7 +234,10 @@ def write_bytes(url: str, data: bytes, options: Mapping[str, Any] | None = None)
     """Write a whole object so that readers see all of it or none of it.
 
     An S3 PUT is atomic by itself; a local file is written to a temporary name in
-    the same directory, flushed to disk, and renamed into place.
+    the same directory, flushed to disk, and renamed into place. The file gets
+    the mode a plain ``open()`` gives (0o666 less the umask: 0644 under umask
+    022), so other accounts on a shared mount can read what the job wrote
+    (``tempfile.mkstemp`` would make every file 0600).
     """
     fs, path = filesystem(url, options)
     if is_remote(url):
@@ -237,7 +245,8 @@ def write_bytes(url: str, data: bytes, options: Mapping[str, Any] | None = None)
         return
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{uuid.uuid4().hex[:8]}.", suffix=".tmp")
+    tmp = os.path.join(directory, f".{uuid.uuid4().hex}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -345,10 +354,77 @@ def explain(
             '--storage-options \'{"client_kwargs": {"endpoint_url": ...}}\' and that '
             "the cluster's nodes can reach it"
         )
-    elif isinstance(exc, PermissionError) or "accessdenied" in lowered or "forbidden" in lowered:
+    elif _denied(exc) and not is_remote(url) and isinstance(exc, OSError):
+        hint = f"access was denied ({_os_error(exc)}). Choose a {role} this account may use"
+    elif _denied(exc):
         hint = "access was denied. Check that the credentials may read/write this location"
+    elif is_transient(exc):
+        return StorageUnavailable(
+            f"cannot use {role} {url} for now: the storage service failed or throttled "
+            f"({type(exc).__name__}: {str(exc)[:200]}). Rerun the same command later."
+        )
+    elif not is_remote(url) and isinstance(exc, OSError) and exc.errno not in (None, errno.ENOENT):
+        hint = f"the filesystem refused it ({_os_error(exc)}). Choose another {role} location"
+    elif not is_remote(url) and isinstance(exc, FileNotFoundError) and role == "output":
+        hint = (
+            f"it cannot be created ({_os_error(exc)}): the folder above it is missing or not "
+            "a place for files (e.g. under /proc). Choose a writable folder"
+        )
     elif isinstance(exc, FileNotFoundError) or "nosuchbucket" in lowered:
-        hint = f"it does not exist. Check the {role} URL (and the bucket name)"
+        hint = f"it does not exist. Check the {role} URL" + (
+            " (and the bucket name)" if is_remote(url) else ""
+        )
     else:
         hint = f"unexpected storage error ({type(exc).__name__}: {str(exc)[:200]})"
     return StorageError(f"cannot use {role} {url}: {hint}.")
+
+
+def _os_error(exc: OSError) -> str:
+    where = f": {exc.filename}" if exc.filename else ""
+    return f"{exc.strerror or type(exc).__name__}{where}"
+
+
+def _denied(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__}: {exc}".lower()
+    return (
+        isinstance(exc, PermissionError)
+        or "accessdenied" in text
+        or "access denied" in text
+        or "forbidden" in text
+        or "permission denied" in text
+        or "operation not permitted" in text
+    )
+
+
+# Local write errors no rerun gets past: a read-only filesystem, a full disk,
+# a path that is a file where a folder must be.
+_PERMANENT_ERRNOS = (errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR, errno.EISDIR)
+
+
+def permanent_cause(exc: BaseException) -> str | None:
+    """What, in a failure raised through Ray (a task's error wraps the
+    storage error, as its cause or only in its text), no rerun of the same
+    command gets past: access denied, a read-only or full filesystem. None
+    for anything else (a rerun may resume)."""
+    seen: set[int] = set()
+    stack: list[BaseException] = [exc]
+    while stack:
+        error = stack.pop()
+        if id(error) in seen:
+            continue
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in _PERMANENT_ERRNOS:
+            return f"storage refused a write ({_os_error(error)})"
+        if _denied(error):
+            text = str(error).strip().splitlines()
+            last = text[-1][:300] if text else type(error).__name__
+            return (
+                f"access was denied ({type(error).__name__}: {last}); check that the "
+                "credentials may write the output"
+            )
+        stack += [
+            e
+            for e in (getattr(error, "cause", None), error.__cause__, error.__context__)
+            if isinstance(e, BaseException)
+        ]
+    return None

@@ -26,14 +26,16 @@ from typing import Any
 from model.defaults import BATCH_SIZE, DEFAULT_MODEL_ID, DEFAULT_WEIGHTS, GPU_BATCH_SIZE
 from model.images import MAX_PIXELS
 from model.voxels import THRESHOLD
-from pipeline import cluster, index, inputs, io, plan, progress, resume, summary
+from pipeline import cluster, index, inputs, io, plan, progress, resume, stops, summary
 from pipeline.decode import MAX_ROW_BYTES, DecodeConfig
 from pipeline.layout import INDEX, LEASE, MANIFESTS, RUNS, SHARDS, SUCCESS
 from pipeline.lease import Lease, LeaseHeld
 
-# Exit codes: 0 every row accounted for; 1 the run could not finish (rerun to
-# resume); 2 bad arguments; 3 a setup problem (storage, model, output, cluster);
-# 4 more failed rows than max_failed_fraction allows.
+# Exit codes: 0 every row accounted for; 1 the run could not finish, or Ray or
+# storage was unavailable for now (rerun to resume); 2 bad arguments; 3 a
+# problem no rerun gets past without a change (setup, access denied); 4 more
+# failed rows than max_failed_fraction allows; 128 + the signal's number (130
+# SIGINT, 143 SIGTERM) for a run stopped by a signal (pipeline.stops).
 EXIT_OK, EXIT_RUN, EXIT_USAGE, EXIT_SETUP, EXIT_FAILED_ROWS = 0, 1, 2, 3, 4
 
 # Rows per Ray Data block. Each block costs Ray a task per stage and a call of
@@ -89,6 +91,7 @@ class JobConfig:
         stand_in: a ``model.standin`` spec: a stand-in device in place of the
             model, for benchmarks and fault tests; its rows carry a ``stand-in``
             model id, so its output never mixes with a real model's.
+        ray_start_timeout: seconds a local Ray may take to start.
     """
 
     input: str
@@ -114,6 +117,7 @@ class JobConfig:
     verbose: bool = False
     xla: str = "auto"
     stand_in: str = ""
+    ray_start_timeout: float = cluster.RAY_START_SECONDS
 
     def problems(self) -> list[str]:
         """What is wrong with these arguments, phrased with the job's flags."""
@@ -141,6 +145,8 @@ class JobConfig:
             found.append("--io-retry-seconds must be >= 0")
         if self.stall_timeout <= 0:
             found.append("--stall-timeout must be > 0")
+        if self.ray_start_timeout <= 0:
+            found.append("--ray-start-timeout must be > 0")
         if self.gpus_per_actor is not None and self.gpus_per_actor < 0:
             found.append("--gpus-per-actor must be >= 0")
         if self.xla not in ("auto", "on", "off"):
@@ -405,8 +411,25 @@ def run(config: JobConfig) -> int:
         raise io.explain(exc, config.output, "output", out_options) from None
     try:
         return _run(config, found, started)
+    except stops.Interrupted as stop:
+        stop.taken()
+        stop.rows_committed = _interrupted(config, found, started)
+        raise
     finally:
+        _release(lease)
+
+
+def _release(lease: Lease) -> None:
+    """Give the lease up; storage that does not answer now (the outage that
+    stopped the run) leaves it to expire instead of hiding the exit code."""
+    try:
         lease.release()
+    except Exception as exc:
+        print(
+            f"warning: the lease {lease.url} was not removed ({type(exc).__name__}); a rerun "
+            f"takes it over once it is {lease.ttl:g} s old (at once on this host)",
+            file=sys.stderr,
+        )
 
 
 def _run(config: JobConfig, found: Preflight, started: float) -> int:
@@ -424,11 +447,11 @@ def _run(config: JobConfig, found: Preflight, started: float) -> int:
         # No model is loaded for nothing: the shipped weights' id is known.
         model_id = DEFAULT_MODEL_ID if not config.model else None
         if model_id is None:
-            cluster.connect(verbose=config.verbose)
+            cluster.connect(config.verbose, config.ray_start_timeout)
             model_id = probe_model(config)["model_id"]
         resume.check_model(config.output, committed, model_id, (found.previous or {}).get("model"))
         return _nothing_to_do(config, found, started, model_id)
-    cluster.connect(verbose=config.verbose)
+    cluster.connect(config.verbose, config.ray_start_timeout)
     probed = probe_model(config)
     model_id = probed["model_id"]
     resume.check_model(config.output, committed, model_id, (found.previous or {}).get("model"))
@@ -459,9 +482,18 @@ def _run(config: JobConfig, found: Preflight, started: float) -> int:
         ):
             ds.write_datasink(sink, ray_remote_args={"num_cpus": WRITE_CPUS})
     except Exception as exc:
+        cause = io.permanent_cause(exc)
+        if cause is not None:
+            print(
+                f"error: the run stopped: {cause}. Committed rows are kept; fix that, then "
+                "rerun the same command to resume.",
+                file=sys.stderr,
+            )
+            return EXIT_SETUP
         print(
             f"error: the run stopped before every row was committed ({root_cause(exc)}). "
-            "Committed rows are kept: rerun the same command to resume.",
+            "Committed rows are kept: rerun the same command to resume. (Ray Data's log, "
+            "ray-data.log in the Ray session's logs folder, holds the trace.)",
             file=sys.stderr,
         )
         return EXIT_RUN
@@ -506,6 +538,32 @@ def root_cause(exc: BaseException) -> str:
 
 _ERROR_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception|Failed|Exit))(?:\(.*?\))?: (.+)$")
 _WRAPPERS = {"RayTaskError", "UserCodeException", "RayDataUserCodeException", "RayActorError"}
+def _interrupted(config: JobConfig, found: Preflight, started: float) -> int | None:
+    """After a stop: end Ray's work (no write may commit once the lease is
+    gone), count the rows this run committed from the output itself, and
+    record the run as interrupted. Returns that count (None if storage did not
+    answer: the stop goes on, the rerun finds out)."""
+    cluster.end_work()
+    out_options = config.options(config.output)
+    try:
+        now = resume.load_committed(config.output, out_options)
+        before = found.committed
+        report = summary.build_summary(
+            rows_ok=now.rows_ok - before.rows_ok,
+            rows_failed=now.rows_failed - before.rows_failed,
+            rows_skipped=found.read_plan.rows_committed,
+            wall_s=time.monotonic() - started,
+            model=min(now.models, default=None),  # one model per output (resume.check_model)
+            output=config.output,
+            arguments=asdict(config),
+            committed_before={"rows_ok": before.rows_ok, "rows_failed": before.rows_failed},
+            status="interrupted",
+        )
+        summary.record_run(config.output, report, out_options)
+    except Exception as exc:
+        print(f"warning: the stopped run was not recorded: {exc!r}"[:300], file=sys.stderr)
+        return None
+    return now.rows - before.rows
 
 
 def _nothing_to_do(config: JobConfig, found: Preflight, started: float, model_id: str) -> int:
@@ -582,5 +640,7 @@ def _finish(
     return EXIT_OK
 
 
-# What run() raises for a problem found before any row was processed (exit 3).
+# What run() raises for a problem found before any row was processed (exit 3;
+# but cluster.RayUnavailable and io.StorageUnavailable, which may pass by
+# themselves, exit 1: pipeline.cli.run).
 SETUP_ERRORS = (cluster.SetupError, io.StorageError, resume.OutputConflict, LeaseHeld)

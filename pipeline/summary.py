@@ -38,13 +38,15 @@ def build_summary(
     rows_failed: int,
     rows_skipped: int,
     wall_s: float,
-    model: str,
+    model: str | None,
     output: str,
     arguments: Mapping[str, Any],
     committed_before: Mapping[str, int] | None = None,
     shards: int = 0,
+    status: str = "done",
 ) -> dict[str, Any]:
-    """The summary of one run.
+    """The summary of one run; ``status`` is "done", or "interrupted" for a
+    run stopped by a signal (its rows are what it committed before the stop).
 
     ``rows_*`` count this run's input rows: ok and failed were processed now,
     skipped were committed by an earlier run. ``objects_per_s`` is processed
@@ -57,6 +59,7 @@ def build_summary(
     output_failed = before["rows_failed"] + rows_failed
     output_rows = output_ok + output_failed
     return {
+        "status": status,
         "rows_total": rows_ok + rows_failed + rows_skipped,
         "rows_ok": rows_ok,
         "rows_failed": rows_failed,

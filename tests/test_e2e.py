@@ -166,6 +166,8 @@ def test_ray_job_submit_end_to_end(ray_head, s3_bucket, tmp_path):
     assert "succeeded" in logs
     assert "voxray reconstruct: done" in logs and output in logs
     assert TEST_SECRET not in logs and TEST_KEY_ID not in logs
+    # quiet by default: no Ray notice about actor constructor arguments, no trace
+    assert "core_worker.cc" not in logs and "Traceback" not in logs, logs[-4000:]
 
     table = check_every_row_once(output, expected)
     summary = json.loads(io.read_bytes(io.join(output, "_SUCCESS")))

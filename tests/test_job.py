@@ -392,21 +392,22 @@ def test_row_byte_limit_refuses_before_decoding():
 
 
 def test_workers_get_the_memory_settings_and_the_users_own_win():
-    """cluster.connect hands WORKER_ENV to every worker of a local Ray; a variable
-    the user already set is left as the user set it."""
+    """cluster.connect hands WORKER_ENV and the quiet settings to every worker of
+    a local Ray; a variable the user already set (TF_CPP_MIN_LOG_LEVEL too) is
+    left as the user set it, and TensorFlow's start-up lines stay hidden."""
     script = f"""
 import os, sys, json
 sys.path.insert(0, {str(REPO)!r})
 import ray
 from pipeline import cluster
 cluster.connect()
-names = sorted(cluster.WORKER_ENV)
+names = sorted({{**cluster.WORKER_ENV, **cluster.QUIET_ENV}})
 seen = ray.get(ray.remote(num_cpus=0)(lambda: {{k: os.environ.get(k) for k in names}}).remote())
 print(json.dumps(seen))
 cluster.leave(0)
 """
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env["MALLOC_ARENA_MAX"] = "4"
+    env.update(MALLOC_ARENA_MAX="4", TF_CPP_MIN_LOG_LEVEL="1")
     result = subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
     )
@@ -414,7 +415,9 @@ cluster.leave(0)
     seen = json.loads(result.stdout.strip().splitlines()[-1])
     from pipeline.cluster import WORKER_ENV
 
-    assert seen == dict(WORKER_ENV, MALLOC_ARENA_MAX="4")
+    assert seen == dict(
+        WORKER_ENV, MALLOC_ARENA_MAX="4", TF_CPP_MIN_LOG_LEVEL="1", VOXRAY_QUIET_TF="1"
+    )
 
 
 def test_repeated_ids_are_separate_rows_through_a_resume(ray_local, tmp_path, model_files, capsys):
