@@ -538,6 +538,8 @@ def root_cause(exc: BaseException) -> str:
 
 _ERROR_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception|Failed|Exit))(?:\(.*?\))?: (.+)$")
 _WRAPPERS = {"RayTaskError", "UserCodeException", "RayDataUserCodeException", "RayActorError"}
+
+
 def _interrupted(config: JobConfig, found: Preflight, started: float) -> int | None:
     """After a stop: end Ray's work (no write may commit once the lease is
     gone), count the rows this run committed from the output itself, and
