@@ -2,7 +2,7 @@
 table, grids by id or by row (one range read per grid, or whole shards of
 older outputs), the row choices the output tools share, DuckDB over the
 manifests and the catalog, the inputs' views and ground truth, locally and on
-S3; and every example of docs/output.md, run against an output built here."""
+S3; and every example of docs/output.md, run against the demo's own output."""
 
 from __future__ import annotations
 
@@ -451,8 +451,25 @@ def doc_blocks(path: Path) -> list[tuple[str, str]]:
     return re.findall(r"^```(\w*)\n(.*?)^```", path.read_text(), re.MULTILINE | re.DOTALL)
 
 
-# A print whose line ends in a comment: the comment shows what it prints.
+# A print whose line ends in a comment, or whose next line is "# -> ...": the
+# comment shows what it prints.
 RESULT_COMMENT = re.compile(r"^\s*print\(.*\)\s+# (?P<shown>.+)$")
+RESULT_LINE = re.compile(r"^\s*# -> (?P<shown>.+)$")
+
+
+def shown_results(code: str) -> list[tuple[int, str]]:
+    """(line of the print, what its comment shows) for every result comment of a
+    python block; a ``# -> `` line after anything but a one-line print fails."""
+    lines = code.splitlines()
+    found = []
+    for number, line in enumerate(lines, 1):
+        if match := RESULT_COMMENT.match(line):
+            found.append((number, match["shown"]))
+        elif match := RESULT_LINE.match(line):
+            above = lines[number - 2] if number > 1 else ""
+            assert re.match(r"^\s*print\(.*\)$", above), f"'# ->' not after a print: {line}"
+            found.append((number - 1, match["shown"]))
+    return found
 
 
 def shows(comment: str, printed: str) -> bool:
@@ -467,6 +484,10 @@ def test_shows():
     assert shows("/.../data/demo-catalog", "/work/x/data/demo-catalog")
     assert not shows("48 {'ok': 48}", "47 {'ok': 47}")
     assert not shows("0.636...", "x 0.636")
+    code = "x = 1\nprint(x)  # 1\nprint(x, x)\n# -> 1 1\n"
+    assert shown_results(code) == [(2, "1"), (3, "1 1")]
+    with pytest.raises(AssertionError, match="not after a print"):
+        shown_results("x = 1\n# -> 1\n")
 
 
 def run_commands(code: str, commands: dict, where: str) -> None:
@@ -536,13 +557,12 @@ def test_docs_examples_run_on_the_demo(demo_run, ray_local, tmp_path, monkeypatc
         name = f"docs/output.md, block {k}"
         if language == "python":
             exec(compile(code, name, "exec"), namespace)
-            for number, line in enumerate(code.splitlines(), 1):
-                if match := RESULT_COMMENT.match(line):
-                    seen = printed.get((name, number))
-                    assert seen, f"{name}, line {number} printed nothing: {line.strip()}"
-                    for text in seen:
-                        assert shows(match["shown"], text), f"{name}: {line.strip()}\n{text}"
-                    checked += 1
+            for number, shown in shown_results(code):
+                seen = printed.get((name, number))
+                assert seen, f"{name}, line {number} printed nothing; it shows {shown}"
+                for text in seen:
+                    assert shows(shown, text), f"{name}, line {number}: {text}\nshows {shown}"
+                checked += 1
         elif language == "bash":
             run_commands(code, commands, name)
     assert checked >= 15
