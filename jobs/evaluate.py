@@ -1,8 +1,12 @@
 """Score a model on a labelled dataset: mean IoU@0.4 by number of views and by
 category, optionally beside the image-blind category-mean oracle.
 
-    python jobs/evaluate.py --data data/test [--model runs/compact/model.keras] \
-        [--views 1,2,3,4,5] [--precision fp32|bf16] [--oracle-from data/train] [--json]
+Examples (the shipped weights on every view count 1..5; a model of your own on
+some of them, at bf16, beside the oracle, as JSON):
+
+    python jobs/evaluate.py --data data/test
+    python jobs/evaluate.py --data data/test --model runs/compact/model.keras \\
+        --views 1,3,5 --precision bf16 --oracle-from data/train --json
 
 With --json the last line printed is one JSON object with keys `iou_by_views`
 and `iou_by_category` (and `oracle_iou` with --oracle-from).

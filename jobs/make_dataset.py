@@ -5,8 +5,12 @@ PNG, voxels as packbits of a 32^3 grid) plus `category` and `cameras`. The same
 --seed always gives byte-identical rows, whatever the number of workers. Exit
 code 2, with nothing written, on bad arguments or an output that is not empty.
 
-Example:
+Examples (650 objects of 24 views with a contact sheet; 1,000 objects of 1 to
+8 views each, drawn per object from the seed, on S3):
+
     python jobs/make_dataset.py --output /tmp/ds --objects 650 --seed 0 --preview sheet.png
+    python jobs/make_dataset.py --output s3://bucket/mixed --objects 1000 --seed 1 --views 1,8 \\
+        --storage-options '{"client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}}'
 """
 
 from __future__ import annotations
@@ -27,13 +31,21 @@ from shapes.dataset import DatasetError, check_output, make_dataset, validate  #
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
+        description=__doc__,
         epilog=f"categories: {', '.join(CATEGORIES)}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ap.add_argument("--output", required=True, help="directory URL: local path, file:// or s3://")
     ap.add_argument("--objects", type=int, required=True, help="number of objects (rows)")
     ap.add_argument("--seed", type=int, required=True, help="dataset seed (non-negative)")
-    ap.add_argument("--views", type=int, default=24, help="renders per object (default 24)")
+    ap.add_argument(
+        "--views",
+        type=view_counts,
+        default=24,
+        metavar="N|LOW,HIGH",
+        help="renders per object: N each, or LOW,HIGH to draw each object's count uniformly "
+        "from LOW..HIGH, the same for a given --seed (default 24)",
+    )
     ap.add_argument("--image-size", type=int, default=137, help="render size in px (default 137)")
     ap.add_argument(
         "--categories",
@@ -55,9 +67,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--storage-options",
         type=cli.storage_options,
         default={},
-        help='fsspec options as JSON, e.g. \'{"endpoint_url": "http://127.0.0.1:9000"}\'',
+        metavar="JSON",
+        help="fsspec options for --output and --preview, as for the job: e.g. "
+        '\'{"client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}}\'',
     )
     return ap.parse_args(argv)
+
+
+def view_counts(text: str) -> int | tuple[int, int]:
+    """``--views``: a count (``24``) or a range drawn per object (``1,8``); the
+    range's bounds are checked with the other arguments (``shapes.dataset.validate``)."""
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        counts = []
+    if len(counts) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"expected N or LOW,HIGH (integers), got {text!r}")
+    return counts[0] if len(counts) == 1 else (counts[0], counts[1])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -80,6 +80,21 @@ def sample_cameras(rng: np.random.Generator, views: int) -> list[Camera]:
     ]
 
 
+def view_range(views: int | tuple[int, int]) -> tuple[int, int]:
+    """(low, high) of a views argument: a count, or a (low, high) range."""
+    return (views, views) if isinstance(views, int) else (int(views[0]), int(views[1]))
+
+
+def view_count(seed: int, index: int, views: int | tuple[int, int]) -> int:
+    """How many views object ``index`` gets: the count, or one drawn uniformly
+    from ``[low, high]`` by a generator of the object's own (seeded by ``(seed,
+    index)``), so a dataset's counts never depend on its workers or files."""
+    low, high = view_range(views)
+    if low == high:
+        return high
+    return int(np.random.default_rng([seed, index, 1]).integers(low, high + 1))
+
+
 def category_of(index: int, categories: tuple[str, ...] | list[str] = CATEGORIES) -> str:
     """Categories cycle with the index, so any len(categories) consecutive objects hold all."""
     return categories[index % len(categories)]
@@ -89,16 +104,20 @@ def generate_object(
     seed: int,
     index: int,
     category: str | None = None,
-    views: int = 24,
+    views: int | tuple[int, int] = 24,
     image_size: int = 137,
 ) -> dict[str, Any]:
-    """One dataset row: object_id, category, views (PNG bytes), voxels (packbits), cameras."""
+    """One dataset row: object_id, category, views (PNG bytes), voxels (packbits), cameras.
+
+    ``views`` is a count, or ``(low, high)``: a count drawn per object
+    (``view_count``), whose cameras are the first ones of the ``high`` that the
+    object gets, so an object shows the same views whatever its count."""
     category = category_of(index) if category is None else category
     if category not in CATEGORIES:
         raise DatasetError(f"unknown category {category!r}; known: {', '.join(CATEGORIES)}")
     shape_rng, camera_rng = object_rngs(seed, index)
     scene = build(category, shape_rng)
-    cameras = sample_cameras(camera_rng, views)
+    cameras = sample_cameras(camera_rng, view_range(views)[1])[: view_count(seed, index, views)]
     return {
         "object_id": f"proc-{seed}-{index:07d}",
         "category": category,
@@ -109,7 +128,11 @@ def generate_object(
 
 
 def generate_rows(
-    seed: int, indices: list[int], categories: list[str], views: int, image_size: int
+    seed: int,
+    indices: list[int],
+    categories: list[str],
+    views: int | tuple[int, int],
+    image_size: int,
 ) -> pa.Table:
     """A chunk of rows as an Arrow table (what a Ray task returns)."""
     rows = [
@@ -156,15 +179,24 @@ def table_bytes(table: pa.Table) -> bytes:
 
 
 def validate(
-    objects: int, seed: int, views: int, image_size: int, categories: list[str] | None, rpf: int
+    objects: int,
+    seed: int,
+    views: int | tuple[int, int],
+    image_size: int,
+    categories: list[str] | None,
+    rpf: int,
 ) -> list[str]:
     """Check arguments; return the category list to cycle through."""
     if not isinstance(objects, int) or objects <= 0:
         raise DatasetError(f"--objects must be a positive integer, got {objects!r}")
     if not isinstance(seed, int) or seed < 0:
         raise DatasetError(f"--seed must be a non-negative integer, got {seed!r}")
-    if views <= 0:
-        raise DatasetError(f"--views must be positive, got {views}")
+    low, high = view_range(views)
+    if low <= 0 or high < low:
+        shown = views if isinstance(views, int) else f"{low},{high}"
+        raise DatasetError(
+            f"--views must be a positive count or LOW,HIGH with LOW <= HIGH, got {shown}"
+        )
     if image_size < 16:
         raise DatasetError(f"--image-size must be at least 16, got {image_size}")
     if rpf <= 0:
@@ -189,7 +221,7 @@ def make_dataset(
     output: str,
     objects: int,
     seed: int,
-    views: int = 24,
+    views: int | tuple[int, int] = 24,
     image_size: int = 137,
     categories: list[str] | None = None,
     storage_options: dict | None = None,
@@ -197,7 +229,8 @@ def make_dataset(
     num_cpus: int | None = None,
     preview: str | None = None,
 ) -> dict[str, Any]:
-    """Generate `objects` rows into OUTPUT/part-NNNNN.parquet on Ray.
+    """Generate `objects` rows into OUTPUT/part-NNNNN.parquet on Ray; `views` is
+    a count, or (low, high): a count drawn per object (`view_count`).
 
     Uses the running Ray if there is one; otherwise starts a local one (with
     `num_cpus`) and shuts it down again. Raises DatasetError, before writing

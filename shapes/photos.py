@@ -45,7 +45,15 @@ import pyarrow.parquet as pq
 from PIL import Image, ImageChops
 
 from shapes.categories import build
-from shapes.dataset import DatasetError, category_of, object_rngs, sample_cameras, write_whole
+from shapes.dataset import (
+    DatasetError,
+    category_of,
+    object_rngs,
+    sample_cameras,
+    view_count,
+    view_range,
+    write_whole,
+)
 from shapes.primitives import voxelize
 from shapes.render import encode_png, render
 
@@ -97,7 +105,7 @@ def write_catalog(
     """
     if kind not in KINDS:
         raise DatasetError(f"unknown kind {kind!r}; known: {', '.join(KINDS)}")
-    low, high = (views, views) if isinstance(views, int) else (int(views[0]), int(views[1]))
+    low, high = view_range(views)
     if not isinstance(objects, int) or objects <= 0:
         raise DatasetError(f"objects must be a positive integer, got {objects!r}")
     if low < 1 or high < low:
@@ -116,10 +124,7 @@ def write_catalog(
             category = category_of(index)
             shape_rng, camera_rng = object_rngs(seed, index)
             scene = build(category, shape_rng)
-            count = high
-            if low < high:  # drawn from the object's own generator: one object, one count
-                count = int(np.random.default_rng([seed, index, 1]).integers(low, high + 1))
-            cameras = sample_cameras(camera_rng, high)[:count]
+            cameras = sample_cameras(camera_rng, high)[: view_count(seed, index, views)]
             if kind == "png137":
                 encoded = [encode_png(render(scene, cam, 137)) for cam in cameras]
             elif kind == "png1024":

@@ -347,17 +347,12 @@ def test_setup_errors_say_what_to_do(s3_bucket, tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_runs_with_no_arguments():
-    """The README's first command. Needs the shipped weights."""
-    from model.saving import DEFAULT_WEIGHTS
-
-    if not DEFAULT_WEIGHTS.exists():
-        pytest.skip(f"{DEFAULT_WEIGHTS} is not in this checkout")
+def test_demo_runs_with_no_arguments(demo_run):
+    """The README's first command (run once per session by the ``demo_run``
+    fixture, over a _SUCCESS of other weights). Needs the shipped weights."""
     # An earlier demo run with other weights (an older voxray) must not block it.
     demo = REPO / "outputs" / "demo"
-    demo.mkdir(parents=True, exist_ok=True)
-    (demo / "_SUCCESS").write_text(json.dumps({"model": "compact-000000000000"}))
-    result = cli([])
+    result = demo_run
     assert result.returncode == 0, result.stderr[-3000:]
     assert "holds grids of other weights; starting it afresh" in result.stdout
     assert "outputs/demo" in result.stdout

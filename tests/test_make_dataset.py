@@ -14,7 +14,15 @@ import pytest
 from PIL import Image
 
 from shapes.categories import CATEGORIES
-from shapes.dataset import SCHEMA, DatasetError, generate_object, make_dataset, table_bytes
+from shapes.dataset import (
+    SCHEMA,
+    DatasetError,
+    generate_object,
+    make_dataset,
+    table_bytes,
+    validate,
+    view_count,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "jobs" / "make_dataset.py"
@@ -68,6 +76,26 @@ def test_s3_output(ray_local, s3_bucket):
     assert table.num_rows == 3
     with pytest.raises(DatasetError, match="not empty"):
         make_dataset(url, 3, seed=2, views=1, image_size=32)
+
+
+def test_view_counts_drawn_per_object_from_the_seed():
+    """``views=(low, high)``: each object's count is drawn from its own seed (the
+    same for every worker and file, and as shapes.photos draws it), its cameras
+    are the first of the ``high`` it would get, its shape and voxels unchanged."""
+    counts = [view_count(3, i, (1, 4)) for i in range(40)]
+    assert set(counts) == {1, 2, 3, 4} and counts == [view_count(3, i, (1, 4)) for i in range(40)]
+    assert [view_count(3, i, 5) for i in range(3)] == [5, 5, 5]
+    for i in range(3):
+        mixed = generate_object(3, i, views=(1, 4), image_size=16)
+        full = generate_object(3, i, views=4, image_size=16)
+        n = counts[i]
+        assert len(mixed["views"]) == len(mixed["cameras"]) == n
+        assert mixed["cameras"] == full["cameras"][:n] and mixed["views"] == full["views"][:n]
+        assert mixed["voxels"] == full["voxels"]
+    with pytest.raises(DatasetError, match="LOW <= HIGH, got 4,2"):
+        validate(1, 0, (4, 2), 32, None, 1)
+    with pytest.raises(DatasetError, match="positive count"):
+        validate(1, 0, 0, 32, None, 1)
 
 
 def test_row_groups_are_small():

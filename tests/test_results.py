@@ -2,7 +2,7 @@
 table, grids by id or by row (one range read per grid, or whole shards of
 older outputs), the row choices the output tools share, DuckDB over the
 manifests and the catalog, the inputs' views and ground truth, locally and on
-S3; and every example of docs/output.md, run against an output built here."""
+S3; and every example of docs/output.md, run against the demo's own output."""
 
 from __future__ import annotations
 
@@ -451,62 +451,131 @@ def doc_blocks(path: Path) -> list[tuple[str, str]]:
     return re.findall(r"^```(\w*)\n(.*?)^```", path.read_text(), re.MULTILINE | re.DOTALL)
 
 
-def test_docs_examples_run(tmp_path, monkeypatch, capsys):
-    """Every python block of docs/output.md runs, in order, in one namespace,
-    and every command of its bash blocks succeeds, against outputs built like
-    the demo's and folded as a finished run leaves them (outputs/demo; a rerun
-    over its catalog data/demo-catalog, outputs/demo-rerun; a second output
-    outputs/demo-2 of another catalog, with a column of its own), and nothing
-    is written into docs/."""
-    import duckdb
+# A print whose line ends in a comment, or whose next line is "# -> ...": the
+# comment shows what it prints.
+RESULT_COMMENT = re.compile(r"^\s*print\(.*\)\s+# (?P<shown>.+)$")
+RESULT_LINE = re.compile(r"^\s*# -> (?P<shown>.+)$")
+
+
+def shown_results(code: str) -> list[tuple[int, str]]:
+    """(line of the print, what its comment shows) for every result comment of a
+    python block; a ``# -> `` line after anything but a one-line print fails."""
+    lines = code.splitlines()
+    found = []
+    for number, line in enumerate(lines, 1):
+        if match := RESULT_COMMENT.match(line):
+            found.append((number, match["shown"]))
+        elif match := RESULT_LINE.match(line):
+            above = lines[number - 2] if number > 1 else ""
+            assert re.match(r"^\s*print\(.*\)$", above), f"'# ->' not after a print: {line}"
+            found.append((number - 1, match["shown"]))
+    return found
+
+
+def shows(comment: str, printed: str) -> bool:
+    """Whether ``printed`` is what ``comment`` shows, ``...`` standing for any text."""
+    pattern = ".*".join(re.escape(part.strip()) for part in comment.split("..."))
+    return re.fullmatch(pattern, printed, re.DOTALL) is not None
+
+
+def test_shows():
+    assert shows("48 {'ok': 48}", "48 {'ok': 48}")
+    assert shows("{'mean_iou': 0.636...}", "{'mean_iou': 0.6362118}")
+    assert shows("/.../data/demo-catalog", "/work/x/data/demo-catalog")
+    assert not shows("48 {'ok': 48}", "47 {'ok': 47}")
+    assert not shows("0.636...", "x 0.636")
+    code = "x = 1\nprint(x)  # 1\nprint(x, x)\n# -> 1 1\n"
+    assert shown_results(code) == [(2, "1"), (3, "1 1")]
+    with pytest.raises(AssertionError, match="not after a print"):
+        shown_results("x = 1\n# -> 1\n")
+
+
+def run_commands(code: str, commands: dict, where: str) -> None:
+    """Each line of a bash block, through its command's own ``main``."""
+    for line in code.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        argv = shlex.split(line)
+        if argv[0] != "python" or argv[1] not in commands:
+            pytest.fail(f"{where} has a command the test cannot run: {line}")
+        assert commands[argv[1]](argv[2:]) == 0, line
+
+
+@pytest.mark.slow
+def test_docs_examples_run_on_the_demo(demo_run, ray_local, tmp_path, monkeypatch):
+    """Every python block of docs/output.md runs, in order, in one namespace, and
+    every command of its bash blocks succeeds (so do the README's commands),
+    against the demo's own output (the ``demo_run`` fixture's); every print
+    whose line ends in a comment prints what the comment shows, and nothing is
+    written into docs/. The examples read from a copy of the checkout's
+    ``outputs/demo`` and ``data/demo-catalog`` and write their pictures and
+    exports there; the job's command runs in the checkout, as a reader's would,
+    so that its rows pair with the demo's by row (the input's path is part of a
+    row's identity)."""
+    import builtins
+    import shutil
 
     from jobs import export as export_job
     from jobs import preview as preview_job
-    from pipeline import index
-
-    monkeypatch.chdir(tmp_path)
-    catalog = str(tmp_path / "data" / "demo-catalog")
-    build_demo("outputs/demo", catalog)
-    build_demo("outputs/demo-rerun", catalog, seed=2, rerun=True)
-    build_demo("outputs/demo-2", str(tmp_path / "data" / "other-catalog"), seed=1, carried="sku")
-    for output in ("outputs/demo", "outputs/demo-rerun", "outputs/demo-2"):
-        index.fold(output)
-    docs_before = {p: p.stat().st_mtime for p in (REPO / "docs").iterdir()}
+    from jobs import reconstruct as reconstruct_job
     from jobs import report as report_job
+
+    assert demo_run.returncode == 0, demo_run.stderr[-3000:]
+    for name in ("outputs/demo", "data/demo-catalog"):
+        shutil.copytree(REPO / name, tmp_path / name)
+
+    def reconstruct(argv: list[str]) -> int:
+        output = argv[argv.index("--output") + 1]
+        shutil.rmtree(REPO / output, ignore_errors=True)
+        with monkeypatch.context() as m:
+            m.chdir(REPO)
+            code = reconstruct_job.main(argv)
+        shutil.copytree(REPO / output, tmp_path / output)
+        return code
 
     commands = {
         "jobs/export.py": export_job.main,
         "jobs/preview.py": preview_job.main,
         "jobs/report.py": report_job.main,
+        "jobs/reconstruct.py": reconstruct,
     }
+    monkeypatch.chdir(tmp_path)
+    docs_before = {p: p.stat().st_mtime for p in (REPO / "docs").iterdir()}
+    printed: dict[tuple[str, int], list[str]] = {}
+
+    def recording_print(*values, sep=" ", end="\n", **kwargs):
+        caller = sys._getframe(1)
+        where = (caller.f_code.co_filename, caller.f_lineno)
+        printed.setdefault(where, []).append(sep.join(str(v) for v in values))
+        builtins.print(*values, sep=sep, end=end, **kwargs)
+
     blocks = doc_blocks(REPO / "docs" / "output.md")
     assert [lang for lang, _ in blocks].count("python") >= 8
-    namespace: dict = {}
-    ran = 0
+    namespace: dict = {"print": recording_print}
+    checked = 0
     for k, (language, code) in enumerate(blocks):
+        name = f"docs/output.md, block {k}"
         if language == "python":
-            exec(compile(code, f"docs/output.md, block {k}", "exec"), namespace)
+            exec(compile(code, name, "exec"), namespace)
+            for number, shown in shown_results(code):
+                seen = printed.get((name, number))
+                assert seen, f"{name}, line {number} printed nothing; it shows {shown}"
+                for text in seen:
+                    assert shows(shown, text), f"{name}, line {number}: {text}\nshows {shown}"
+                checked += 1
         elif language == "bash":
-            for line in code.splitlines():
-                if not line.strip() or line.lstrip().startswith("#"):
-                    continue
-                argv = shlex.split(line)
-                if argv[:2] == ["duckdb", "-c"]:
-                    assert duckdb.sql(argv[2]).fetchall()
-                elif argv[0] == "python" and argv[1] in commands:
-                    assert commands[argv[1]](argv[2:]) == 0, line
-                else:
-                    pytest.fail(f"docs/output.md has a command the test cannot run: {line}")
-        else:
-            continue
-        ran += 1
-    printed = capsys.readouterr().out
-    assert "'proc-0-0000040' has 2 rows" in printed and "views is empty" in printed
+            run_commands(code, commands, name)
+    assert checked >= 15
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Reading the output") :]
+    bash = re.search(r"^```bash\n(.*?)^```", section, re.MULTILINE | re.DOTALL)
+    run_commands(bash.group(1), commands, "README.md")
+
     for picture in ("worst.png", "summary.png", "changed.png", "report/index.html"):
         assert (tmp_path / "pictures" / picture).exists()
-    assert {p: p.stat().st_mtime for p in (REPO / "docs").iterdir()} == docs_before
     assert list((tmp_path / "exports" / "worst").glob("*.glb"))
-    assert ran == len([b for b in blocks if b[0] in ("python", "bash")])
+    assert (tmp_path / "chairs.png").exists() and list((tmp_path / "chairs").glob("*.glb"))
+    assert {p: p.stat().st_mtime for p in (REPO / "docs").iterdir()} == docs_before
 
 
 def test_status_and_categories_over_the_whole_output(tmp_path):
