@@ -97,6 +97,12 @@ FLAGS: dict[str, tuple[dict, str]] = {
         "show TensorFlow's, CUDA's and Ray Data's start-up logs and progress bars "
         "(hidden by default; your own TF_CPP_MIN_LOG_LEVEL is always kept)",
     ),
+    "--take-lease": (
+        {"action": "store_true"},
+        "take the output at once from a lease this host cannot judge (another host's, or an "
+        "unreadable _LEASE) instead of watching it for 30 s; a live run on this host is still "
+        "refused, and a run taken over stops (exit 1)",
+    ),
     "--precision": (
         {"choices": ("auto", "fp32", "bf16")},
         "model arithmetic; auto: bf16 where the device computes it natively "
