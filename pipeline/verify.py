@@ -131,7 +131,8 @@ def check(
     if keys:
         _check_keys(output, options, entries, add)
     if grids != 0:
-        report.checked["grids"] = _check_grids(output, options, current, grids, add)
+        broken = {f.path for f in report.findings if f.kind.startswith("shard")}
+        report.checked["grids"] = _check_grids(output, options, current, grids, broken, add)
     counts = current.counts()
     _check_success(output, options, counts, report, add)
     report.checked = {
@@ -220,17 +221,22 @@ def _check_keys(output, options, entries: list[index.Entry], add) -> None:
             add(found)
 
 
-def _check_grids(output, options, current: index.State, limit: int | None, add) -> int:
-    """Read ``limit`` ok rows' grids (all when None) at their offsets."""
+def _check_grids(
+    output, options, current: index.State, limit: int | None, broken: set[str], add
+) -> int:
+    """Read ``limit`` ok rows' grids (all when None) at their offsets, but
+    those of manifests whose shard is already known gone or damaged."""
     from pipeline import shards
 
     table = index.read_table(
         current, ["object_id", "status", "shard", "grid_offset", "grid_bytes", "index"], options
     )
-    rows = [r for r in table.to_pylist() if r["status"] == OK]
+    owner = {e.shard["path"]: e.url for e in current.entries if e.shard}
+    rows = [
+        r for r in table.to_pylist() if r["status"] == OK and owner.get(r["shard"]) not in broken
+    ]
     if limit is not None and len(rows) > limit:
         rows = random.Random(0).sample(rows, limit)
-    owner = {e.shard["path"]: e.url for e in current.entries if e.shard}
 
     def one(row: dict) -> Finding | None:
         url = io.join(output, row["shard"])
