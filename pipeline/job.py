@@ -566,7 +566,7 @@ def _finish(
             file=sys.stderr,
         )
         return EXIT_SETUP
-    if checked.problems:
+    if any(f.repair == verify.SET_ASIDE for f in checked.problems):
         print(
             "warning: the files above do not count (readers skip them); `python jobs/verify.py "
             f"{config.output} --repair` moves them to {REJECTED}/",

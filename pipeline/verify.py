@@ -71,7 +71,7 @@ class Report:
     @property
     def damaged(self) -> list[Finding]:
         """Rows counted as ok whose grids are gone or unreadable."""
-        return [f for f in self.findings if f.kind.startswith(("shard", "grid"))]
+        return [f for f in self.problems if f.kind.startswith(("shard", "grid"))]
 
     def format(self, limit: int = 50) -> str:
         lines = [
