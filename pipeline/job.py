@@ -565,6 +565,8 @@ def _finish(
             "their rows.",
             file=sys.stderr,
         )
+        lease.check()
+        io.remove(io.join(config.output, SUCCESS), out_options)  # it vouches no more
         return EXIT_SETUP
     if any(f.repair == verify.SET_ASIDE for f in checked.problems):
         print(

@@ -95,6 +95,9 @@ def write_shard(
     if rows.num_rows == 0:
         return counts
 
+    def fence() -> None:  # a listing: transient errors are retried like the writes
+        io.retrying(lambda: lease.check_fence(output, storage_options, generation), retry_seconds)
+
     name = shard_name(rows.column("row_key").to_pylist())
     status = rows.column("status").to_pylist()
     grids = rows.column("probabilities")
@@ -118,7 +121,7 @@ def write_shard(
             index[i], shard[i] = position, shard_path
             offset[i], length[i] = int(offsets[position]), int(lengths[position])
         url = io.join(output, shard_path)
-        lease.check_fence(output, storage_options, generation)
+        fence()
         io.retrying(lambda: io.write_bytes(url, data, storage_options), retry_seconds)
 
     columns: dict[str, pa.Array] = {}
@@ -156,7 +159,7 @@ def write_shard(
     # The commit: only now, with the shard durable, do these rows exist; and
     # only while this writer's generation is the newest.
     manifest_url = io.join(output, MANIFESTS, f"{name}.parquet")
-    lease.check_fence(output, storage_options, generation)
+    fence()
     io.retrying(
         lambda: io.write_bytes(manifest_url, buffer.getvalue(), storage_options), retry_seconds
     )
