@@ -1083,8 +1083,8 @@ def scale_output(output: str, files: list, committed: int, options: dict) -> dic
     import pyarrow.parquet as pq
 
     from pipeline import index, io, plan, shards
-    from pipeline.index import COUNTS_KEY, counts_metadata
     from pipeline.layout import MANIFEST_SCHEMA
+    from pipeline.sink import shard_name
 
     z, y, x = np.mgrid[:32, :32, :32]
     rng = np.random.default_rng(0)
@@ -1106,7 +1106,8 @@ def scale_output(output: str, files: list, committed: int, options: dict) -> dic
     for s in range(n_shards):
         n = min(1024, committed - s * 1024)
         first = s * 1024
-        name = f"part-{s:032x}"
+        row_keys = [f"{keys[first // 1024]}:{i}" for i in range(n)]
+        name = shard_name(row_keys)  # named for its keys, as the sink names it
         if s in read:
             io.write_bytes(io.join(output, "shards", f"{name}.npz"), data, options)
         table = pa.table(
@@ -1122,7 +1123,7 @@ def scale_output(output: str, files: list, committed: int, options: dict) -> dic
                 "threshold": [0.4] * n,
                 "model": ["synthetic-000000000000"] * n,
                 "iou": pa.array(np.linspace(0.3, 0.9, n), pa.float32()),
-                "row_key": [f"{keys[first // 1024]}:{i}" for i in range(n)],
+                "row_key": row_keys,
                 "grid_offset": pa.array(offsets[:n], pa.int64()),
                 "grid_bytes": pa.array(lengths[:n], pa.int32()),
                 "category": np.array(["chair", "table", "car", "lamp"])[
@@ -1131,10 +1132,9 @@ def scale_output(output: str, files: list, committed: int, options: dict) -> dic
             }
         ).cast(pa.unify_schemas([MANIFEST_SCHEMA, pa.schema([("category", pa.string())])]))
         table = table.replace_schema_metadata(
-            {
-                plan.COVERAGE_KEY: plan.encode_coverage({keys[first // 1024]: [[0, n]]}),
-                COUNTS_KEY: counts_metadata(table),
-            }
+            index.manifest_metadata(
+                table, name, {keys[first // 1024]: [[0, n]]}, 1, f"shards/{name}.npz", len(data)
+            )
         )
         buffer = BytesIO()
         pq.write_table(table, buffer, compression="zstd")
@@ -1276,6 +1276,16 @@ def bench_scale(args: argparse.Namespace) -> dict:
         t = time.perf_counter()
         reader.grids(ids20)
         reader_grids20_s = time.perf_counter() - t
+        # verify's metadata checks (what every finishing run does): footers, listings,
+        # _SUCCESS; the shards the synthesis did not write are reported missing
+        from pipeline import verify
+
+        t = time.perf_counter()
+        checked = verify.check(output, out_options, grids=0)
+        verify_s = time.perf_counter() - t
+        kinds: dict[str, int] = {}
+        for f in checked.findings:
+            kinds[f.kind] = kinds.get(f.kind, 0) + 1
         return {
             "committed": n,
             "storage": "s3 (moto)" if args.s3 else "local",
@@ -1294,6 +1304,8 @@ def bench_scale(args: argparse.Namespace) -> dict:
             "grid_cold_bytes": int(first["grid_bytes"]),
             "grids20_s": round(grids20_s, 3),
             "reader_grids20_by_id_s": round(reader_grids20_s, 3),
+            "verify_metadata_s": round(verify_s, 3),
+            "verify_findings": kinds,
             "synthesis": made,
             "index_parts": len(index.state(output, out_options).parts),
         }

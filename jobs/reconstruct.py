@@ -105,6 +105,12 @@ FLAGS: dict[str, tuple[dict, str]] = {
         "how long a local Ray may take to start (over as many tries as fit); past it the "
         "run exits 1: rerun, or give it longer on a busy machine",
     ),
+    "--take-lease": (
+        {"action": "store_true"},
+        "take the output at once from a lease this host cannot judge (another host's, or an "
+        "unreadable _LEASE) instead of watching it for 30 s; a live run on this host is still "
+        "refused, and a run taken over stops (exit 1)",
+    ),
     "--precision": (
         {"choices": ("auto", "fp32", "bf16")},
         "model arithmetic; auto: bf16 where the device computes it natively "

@@ -3,15 +3,18 @@ default, once), ``preflight`` (the storage checks that run before Ray starts),
 ``build_dataset`` (the Ray Data chain) and ``run`` (all of it, returning the
 exit code). ``jobs/reconstruct.py`` is only its command line.
 
-Before Ray starts: every input footer is checked, the output's index says what
+Before Ray starts: the output is checked to be voxray's, the lease on it is
+taken (its first write; ``pipeline.lease``), and only then, with no other
+writer possible, every input footer is checked, the output's index says what
 is committed, and the read plan keeps only the fragments with rows left to do
-(``pipeline.plan``); then the lease on the output is taken (its first write).
-The chain: read those fragments in blocks -> decode and validate (CPU tasks)
--> Reconstructor actors -> shard sink, folded into the index as it goes ->
-``_SUCCESS``. Every input row leaves exactly one manifest row; running the
-same config again resumes. The driver never imports TensorFlow: the model's id
-and input size come from a one-shot task, and the model itself lives only in
-the actors.
+(``pipeline.plan``). Every commit carries the lease's generation; a driver
+whose lease is taken stops at once. The chain: read those fragments in blocks
+-> decode and validate (CPU tasks) -> Reconstructor actors -> shard sink,
+folded into the index as it goes -> the index brought up to date and checked
+(``pipeline.verify``'s cheap part) -> ``_SUCCESS``. Every input row leaves
+exactly one manifest row; running the same config again resumes. The driver
+never imports TensorFlow: the model's id and input size come from a one-shot
+task, and the model itself lives only in the actors.
 """
 
 from __future__ import annotations
@@ -26,10 +29,10 @@ from typing import Any
 from model.defaults import BATCH_SIZE, DEFAULT_MODEL_ID, DEFAULT_WEIGHTS, GPU_BATCH_SIZE
 from model.images import MAX_PIXELS
 from model.voxels import THRESHOLD
-from pipeline import cluster, index, inputs, io, plan, progress, resume, stops, summary
+from pipeline import cluster, index, inputs, io, plan, progress, resume, stops, summary, verify
 from pipeline.decode import MAX_ROW_BYTES, DecodeConfig
-from pipeline.layout import INDEX, LEASE, MANIFESTS, RUNS, SHARDS, SUCCESS
-from pipeline.lease import Lease, LeaseHeld
+from pipeline.layout import INDEX, LEASE, LEASES, MANIFESTS, REJECTED, RUNS, SHARDS, SUCCESS
+from pipeline.lease import Lease, LeaseHeld, LeaseLost
 
 # Exit codes: 0 every row accounted for; 1 the run could not finish, or Ray or
 # storage was unavailable for now (rerun to resume); 2 bad arguments; 3 a
@@ -92,6 +95,9 @@ class JobConfig:
             model, for benchmarks and fault tests; its rows carry a ``stand-in``
             model id, so its output never mixes with a real model's.
         ray_start_timeout: seconds a local Ray may take to start.
+        take_lease: take the output at once from a lease this host cannot judge
+            (another host's, or an unreadable ``_LEASE``) instead of watching it
+            for one time-to-live; a live driver on this host is still refused.
     """
 
     input: str
@@ -115,6 +121,7 @@ class JobConfig:
     skip_bad_files: bool = False
     stall_timeout: float = STALL_TIMEOUT
     verbose: bool = False
+    take_lease: bool = False
     xla: str = "auto"
     stand_in: str = ""
     ray_start_timeout: float = cluster.RAY_START_SECONDS
@@ -228,7 +235,7 @@ class ForeignOutput(io.StorageError):
 
 # What a voxray output holds at its top level; anything else that looks like
 # data (another tool's _SUCCESS, Parquet or npz files, part-* files) is foreign.
-OUTPUT_NAMES = {SUCCESS, LEASE, SHARDS, MANIFESTS, INDEX, RUNS}
+OUTPUT_NAMES = {SUCCESS, LEASE, LEASES, SHARDS, MANIFESTS, INDEX, RUNS, REJECTED}
 LOOKS_LIKE_DATA = (".parquet", ".npz", ".csv", ".json", ".crc", ".orc", ".avro")
 
 
@@ -399,9 +406,13 @@ def run(config: JobConfig) -> int:
     """
     started = time.monotonic()
     out_options = config.options(config.output)
-    # Storage problems surface here, before Ray starts and before any row is read.
-    found = preflight(config)
-    lease = Lease(config.output, out_options)
+    try:
+        check_output(config.output, out_options)  # nothing is written into another tool's folder
+    except ForeignOutput:
+        raise
+    except Exception as exc:
+        raise io.explain(exc, config.output, "output", out_options) from None
+    lease = Lease(config.output, out_options, take=config.take_lease)
     try:
         # The job's first write: an output that cannot be written fails here.
         lease.acquire()
@@ -409,11 +420,23 @@ def run(config: JobConfig) -> int:
         raise  # already says what to do
     except Exception as exc:
         raise io.explain(exc, config.output, "output", out_options) from None
+    found, run_name = None, None
     try:
-        return _run(config, found, started)
+        # Planned with the lease held: no other writer can commit under the plan.
+        # Storage problems surface here, before Ray starts and before any row is read.
+        found = preflight(config)
+        record = {"generation": lease.generation, "host": lease.host, "arguments": asdict(config)}
+        run_name = summary.start_run(config.output, io.redact(record), out_options)
+        return _run(config, found, started, lease, run_name)
+    except LeaseLost:
+        print(f"error: {_lost(lease)}", file=sys.stderr)
+        return EXIT_RUN
     except stops.Interrupted as stop:
         stop.taken()
-        stop.rows_committed = _interrupted(config, found, started)
+        if found is not None:
+            stop.rows_committed = _interrupted(config, found, started, run_name)
+        else:
+            cluster.end_work()
         raise
     finally:
         _release(lease)
@@ -432,7 +455,15 @@ def _release(lease: Lease) -> None:
         )
 
 
-def _run(config: JobConfig, found: Preflight, started: float) -> int:
+def _lost(lease: Lease) -> str:
+    return (
+        f"{lease.lost or 'a newer run took over the output'}. This run (generation "
+        f"{lease.generation}) stopped at once; its rows committed before the takeover are "
+        "kept, and none it committed after counts. Let the other run finish."
+    )
+
+
+def _run(config: JobConfig, found: Preflight, started: float, lease: Lease, run_name: str) -> int:
     from pipeline.sink import ShardSink
 
     out_options = config.options(config.output)
@@ -450,7 +481,7 @@ def _run(config: JobConfig, found: Preflight, started: float) -> int:
             cluster.connect(config.verbose, config.ray_start_timeout)
             model_id = probe_model(config)["model_id"]
         resume.check_model(config.output, committed, model_id, (found.previous or {}).get("model"))
-        return _nothing_to_do(config, found, started, model_id)
+        return _nothing_to_do(config, found, started, model_id, lease, run_name)
     cluster.connect(config.verbose, config.ray_start_timeout)
     probed = probe_model(config)
     model_id = probed["model_id"]
@@ -469,6 +500,7 @@ def _run(config: JobConfig, found: Preflight, started: float) -> int:
         rows_per_shard=config.rows_per_shard,
         retry_seconds=config.io_retry_seconds,
         stats=stats,
+        generation=lease.generation,
     )
     ds = build_dataset(config, found, probed["image_size"], pool, stats)
     print(f"reading {read_plan.rows_todo:,} rows in {len(read_plan.fragments):,} fragments")
@@ -477,11 +509,16 @@ def _run(config: JobConfig, found: Preflight, started: float) -> int:
         # queued behind decode tasks for the CPUs the actors leave, and shards
         # committed only when decoding was done (what a crash would lose).
         with (
-            index.folding(config.output, out_options),
+            index.folding(
+                config.output, out_options, fence=lease.check, generation=lease.generation
+            ),
             progress.reporting(stats, read_plan.rows_todo, config.stall_timeout),
         ):
             ds.write_datasink(sink, ray_remote_args={"num_cpus": WRITE_CPUS})
     except Exception as exc:
+        if lease.lost or "StaleGeneration" in repr(exc):
+            print(f"error: {_lost(lease)}", file=sys.stderr)
+            return EXIT_RUN
         cause = io.permanent_cause(exc)
         if cause is not None:
             print(
@@ -497,8 +534,6 @@ def _run(config: JobConfig, found: Preflight, started: float) -> int:
             file=sys.stderr,
         )
         return EXIT_RUN
-    # The manifests this run committed, folded into the output's index.
-    io.retrying(lambda: index.fold(config.output, out_options), config.io_retry_seconds)
     time.sleep(1.2 * progress.BEAT_SECONDS)  # the actors' last beats, for the report
     stats_now = progress.snapshot(stats)
     precisions = stats_now["precisions"]
@@ -511,6 +546,8 @@ def _run(config: JobConfig, found: Preflight, started: float) -> int:
         rows_ok=sink.totals["rows_ok"],
         rows_failed=sink.totals["rows_failed"],
         shards=sink.totals["shards"],
+        lease=lease,
+        run_name=run_name,
         actors={**stats_now["actors"], "stats_messages": stats_now["messages"]},
     )
 
@@ -540,7 +577,9 @@ _ERROR_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception|Failed|Exit))(
 _WRAPPERS = {"RayTaskError", "UserCodeException", "RayDataUserCodeException", "RayActorError"}
 
 
-def _interrupted(config: JobConfig, found: Preflight, started: float) -> int | None:
+def _interrupted(
+    config: JobConfig, found: Preflight, started: float, run_name: str | None
+) -> int | None:
     """After a stop: end Ray's work (no write may commit once the lease is
     gone), count the rows this run committed from the output itself, and
     record the run as interrupted. Returns that count (None if storage did not
@@ -559,18 +598,27 @@ def _interrupted(config: JobConfig, found: Preflight, started: float) -> int | N
             output=config.output,
             arguments=asdict(config),
             committed_before={"rows_ok": before.rows_ok, "rows_failed": before.rows_failed},
-            status="interrupted",
+            status=summary.INTERRUPTED,
         )
-        summary.record_run(config.output, report, out_options)
+        summary.record_run(config.output, report, out_options, run_name, status=summary.INTERRUPTED)
     except Exception as exc:
         print(f"warning: the stopped run was not recorded: {exc!r}"[:300], file=sys.stderr)
         return None
     return now.rows - before.rows
 
 
-def _nothing_to_do(config: JobConfig, found: Preflight, started: float, model_id: str) -> int:
-    """Every input row is committed: say so, start no actor, keep the figures
-    of the runs that did the work (``_SUCCESS`` is rewritten only if missing)."""
+def _nothing_to_do(
+    config: JobConfig,
+    found: Preflight,
+    started: float,
+    model_id: str,
+    lease: Lease,
+    run_name: str,
+) -> int:
+    """Every input row is committed: say so, start no actor, bring the index up
+    to date and check the output as every finishing run does, keep the figures
+    of the runs that did the work (``_SUCCESS`` is rewritten only if missing or
+    wrong)."""
     print(f"nothing to do: all {found.read_plan.rows_total:,} input rows are committed")
     return _finish(
         config,
@@ -581,6 +629,8 @@ def _nothing_to_do(config: JobConfig, found: Preflight, started: float, model_id
         rows_ok=0,
         rows_failed=0,
         shards=0,
+        lease=lease,
+        run_name=run_name,
     )
 
 
@@ -594,12 +644,28 @@ def _finish(
     rows_ok: int,
     rows_failed: int,
     shards: int,
+    lease: Lease,
+    run_name: str,
     actors: dict[str, Any] | None = None,
 ) -> int:
-    """Record the run, write ``_SUCCESS`` (unless too many rows failed, or
-    nothing was done and it exists), print the report; the exit code."""
+    """Bring the index up to date and check the output (``pipeline.verify``'s
+    cheap part), record the run, write ``_SUCCESS`` (unless rows are left to do,
+    grids are gone, too many rows failed, or nothing was done and it holds),
+    print the report; the exit code."""
     out_options = config.options(config.output)
     committed = found.committed
+    # What the output holds now, as every reader will see it: the index folded
+    # (a fold a crash interrupted is completed here) and checked.
+    io.retrying(
+        lambda: index.fold(config.output, out_options, lease.check, lease.generation),
+        config.io_retry_seconds,
+    )
+    current = index.state(config.output, out_options)
+    checked = verify.check(config.output, out_options, current=current)
+    files = [
+        plan.InputFile(f.url, f.size, f.version or "", f.row_groups) for f in found.scan.usable
+    ]
+    left = plan.plan(files, current.coverage(), config.limit).rows_todo
     report = summary.build_summary(
         rows_ok=rows_ok,
         rows_failed=rows_failed,
@@ -616,16 +682,48 @@ def _finish(
     if actors is not None:  # the model actors' own figures (docs/benchmarks.md)
         report["actors"] = actors
     report["skipped_files"] = [str(u) for u in found.scan.unreadable] + found.scan.problems
+    report["generation"] = lease.generation
+    report.update(summary.output_totals(current.counts(), current.keys()))
     runs = io.retrying(
-        lambda: summary.record_run(config.output, report, out_options), config.io_retry_seconds
+        lambda: summary.record_run(config.output, report, out_options, run_name),
+        config.io_retry_seconds,
     )
+    if checked.problems:
+        print(checked.format(), file=sys.stderr)
+    if checked.damaged:
+        print(
+            f"error: {len(checked.damaged)} manifest(s) of {config.output} count rows as ok "
+            f"whose grids are gone or damaged (above). Run `python jobs/verify.py "
+            f"{config.output} --repair` (it sets them aside), then rerun this command to redo "
+            "their rows.",
+            file=sys.stderr,
+        )
+        lease.check()
+        io.remove(io.join(config.output, SUCCESS), out_options)  # it vouches no more
+        return EXIT_SETUP
+    if any(f.repair == verify.SET_ASIDE for f in checked.problems):
+        print(
+            "warning: the files above do not count (readers skip them); `python jobs/verify.py "
+            f"{config.output} --repair` moves them to {REJECTED}/",
+            file=sys.stderr,
+        )
+    if left:
+        print(
+            f"error: {left:,} input rows are not committed (a writer that was taken over "
+            "committed them, and its commits do not count). Rerun the same command to "
+            "commit them.",
+            file=sys.stderr,
+        )
+        return EXIT_RUN
     passed = report["failed_fraction"] <= config.max_failed_fraction
     success_url = None
     if passed:
-        if rows_ok + rows_failed == 0 and found.previous is not None:
+        lease.check()  # only the output's holder vouches for it
+        vouched = not any(f.repair == verify.UNVOUCH for f in checked.findings)
+        if rows_ok + rows_failed == 0 and found.previous is not None and vouched:
             success_url = io.join(config.output, SUCCESS)  # the working runs' figures stay
         else:
-            final = {**report, **summary.totals(runs)}
+            final = {**report, **summary.history(runs)}
             success_url = io.retrying(
                 lambda: summary.write_success(config.output, final, out_options),
                 config.io_retry_seconds,

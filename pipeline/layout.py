@@ -9,12 +9,14 @@ import re
 
 import pyarrow as pa
 
-SHARDS = "shards"  # OUTPUT/shards/<name>.npz
+SHARDS = "shards"  # OUTPUT/shards/<name>-<content digest>.npz
 MANIFESTS = "manifests"  # OUTPUT/manifests/<name>.parquet
 INDEX = "index"  # OUTPUT/index/part-<digest>.parquet: the manifests, folded
 SUCCESS = "_SUCCESS"  # OUTPUT/_SUCCESS, JSON, written last
 RUNS = "runs"  # OUTPUT/runs/<start>-<id>.json: one record per run
 LEASE = "_LEASE"  # OUTPUT/_LEASE, JSON: the running job's driver (pipeline.lease)
+LEASES = "leases"  # OUTPUT/leases/<generation>.json: the drivers' claims, one per run
+REJECTED = "rejected"  # OUTPUT/rejected/...: files verify --repair set aside (never deleted)
 
 # Row states: "ok" (a grid) or "failed" (a reason).
 OK, FAILED = "ok", "failed"

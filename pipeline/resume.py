@@ -2,8 +2,11 @@
 only record of progress; their footers (folded into the output index, see
 ``pipeline.index``) say which input rows they commit, by fragment and row
 range, so a rerun of the same command plans around them (``pipeline.plan``)
-without reading a committed row. The same read refuses an output written by
-another model. This module must never delete or rewrite a committed manifest.
+without reading a committed row. Only the manifests that count are planned
+around (``pipeline.index.state``: named for their keys, outranking any
+overlap): rows that only a rejected or overruled manifest holds are redone.
+The same read refuses an output written by another model. This module must
+never delete or rewrite a committed manifest.
 """
 
 from __future__ import annotations
@@ -28,12 +31,14 @@ class Committed:
         rows_ok: committed ok rows.
         rows_failed: committed failed rows.
         models: model ids found in the manifests.
+        problems: manifests that do not count, and why (one line each).
     """
 
     coverage: plan.Coverage
     rows_ok: int
     rows_failed: int
     models: frozenset[str]
+    problems: tuple[str, ...] = ()
 
     @property
     def rows(self) -> int:
@@ -50,6 +55,7 @@ def load_committed(output: str, storage_options: Mapping[str, Any] | None = None
         rows_ok=counts["rows_ok"],
         rows_failed=counts["rows_failed"],
         models=frozenset(counts["models"]),
+        problems=tuple(current.problems()),
     )
 
 

@@ -6,7 +6,12 @@ commit record: it is written only after its shard is durable, so a manifest
 never points at a missing grid, and its Parquet metadata records which input
 rows it commits (``pipeline.plan``), which is what a rerun plans from.
 ``<name>`` is a digest of the rows' keys, so a retried task overwrites its own
-files and a rerun that regroups rows never duplicates one.
+manifest and a rerun that regroups rows never duplicates one; the shard's name
+adds a digest of its bytes, so no writer (a retry, a zombie) ever replaces the
+grids a committed manifest points at. Every manifest records, in its footer,
+its name's digest, the writer's lease generation and its shard's path and size
+(``pipeline.index.manifest_metadata``); a writer whose generation is no longer
+the newest refuses to commit (``pipeline.lease.check_fence``).
 This module must never put an ``object_id`` into a path, and never write a
 manifest before its shard.
 """
@@ -27,8 +32,8 @@ from ray.data.block import BlockAccessor
 from ray.data.datasource.datasink import WriteResult
 
 from model.voxels import GRID_BYTES
-from pipeline import io, plan, progress, shards
-from pipeline.index import COUNTS_KEY, counts_metadata
+from pipeline import io, lease, plan, progress, shards
+from pipeline.index import manifest_metadata
 from pipeline.layout import FAILED, MANIFEST_SCHEMA, MANIFESTS, OK, SHARDS, error_kind
 
 # Columns that travel to the sink but are not manifest columns.
@@ -71,6 +76,7 @@ def write_shard(
     output: str,
     storage_options: Mapping[str, Any] | None = None,
     retry_seconds: float = io.RETRY_SECONDS,
+    generation: int | None = None,
 ) -> dict[str, Any]:
     """Write one shard and its manifest for the rows of ``table``; return counts.
 
@@ -78,11 +84,19 @@ def write_shard(
     Returns ``{"name", "rows_ok", "rows_failed"}``; ``name`` is None when
     nothing was written. Each write is retried through transient storage
     errors for up to ``retry_seconds`` (see ``pipeline.io.retrying``).
+    ``generation`` is the writer's lease generation, recorded in the manifest.
+
+    Raises:
+        lease.StaleGeneration: a newer generation holds the output (nothing
+            is committed).
     """
     rows = table
     counts = {"name": None, "rows_ok": 0, "rows_failed": 0}
     if rows.num_rows == 0:
         return counts
+
+    def fence() -> None:  # a listing: transient errors are retried like the writes
+        io.retrying(lambda: lease.check_fence(output, storage_options, generation), retry_seconds)
 
     name = shard_name(rows.column("row_key").to_pylist())
     status = rows.column("status").to_pylist()
@@ -90,7 +104,8 @@ def write_shard(
     has_grid = pc.is_valid(grids).to_pylist()
     ids = rows.column("object_id").to_pylist()
     ok = [i for i, s in enumerate(status) if s == OK and has_grid[i]]
-    shard_path = f"{SHARDS}/{name}.npz"
+    shard_path = None
+    data = b""
 
     index: list[int | None] = [None] * rows.num_rows
     shard: list[str | None] = [None] * rows.num_rows
@@ -101,10 +116,12 @@ def write_shard(
         # it is; otherwise the ok ones are taken out (a copy).
         ok_grids = grids if len(ok) == len(ids) else grids.take(pa.array(ok, pa.int64()))
         data, offsets, lengths = shards.encode([ids[i] for i in ok], grid_values(ok_grids))
+        shard_path = f"{SHARDS}/{name}-{hashlib.sha256(data).hexdigest()[:12]}.npz"
         for position, i in enumerate(ok):
             index[i], shard[i] = position, shard_path
             offset[i], length[i] = int(offsets[position]), int(lengths[position])
         url = io.join(output, shard_path)
+        fence()
         io.retrying(lambda: io.write_bytes(url, data, storage_options), retry_seconds)
 
     columns: dict[str, pa.Array] = {}
@@ -147,16 +164,15 @@ def write_shard(
     coverage = plan.coverage_of(columns["row_key"].to_pylist())
     manifest = pa.table(columns)
     manifest = manifest.replace_schema_metadata(
-        {
-            plan.COVERAGE_KEY: plan.encode_coverage(coverage),
-            COUNTS_KEY: counts_metadata(manifest),
-        }
+        manifest_metadata(manifest, name, coverage, generation or 0, shard_path, len(data))
     )
 
     buffer = BytesIO()
     pq.write_table(manifest, buffer, compression="zstd")
-    # The commit: only now, with the shard durable, do these rows exist.
+    # The commit: only now, with the shard durable, do these rows exist; and
+    # only while this writer's generation is the newest.
     manifest_url = io.join(output, MANIFESTS, f"{name}.parquet")
+    fence()
     io.retrying(
         lambda: io.write_bytes(manifest_url, buffer.getvalue(), storage_options), retry_seconds
     )
@@ -179,6 +195,7 @@ class ShardSink(Datasink[dict]):
         rows_per_shard: the most rows in one shard.
         retry_seconds: how long each write retries transient storage errors.
         stats: the job's progress actor (``pipeline.progress``), told each commit.
+        generation: the driver's lease generation, carried by every commit.
     """
 
     def __init__(
@@ -188,8 +205,10 @@ class ShardSink(Datasink[dict]):
         rows_per_shard: int = 1024,
         retry_seconds: float = io.RETRY_SECONDS,
         stats: Any = None,
+        generation: int | None = None,
     ):
         self.stats = stats
+        self.generation = generation
         self.output = output
         self.storage_options = dict(storage_options or {})
         self.rows_per_shard = rows_per_shard
@@ -216,6 +235,7 @@ class ShardSink(Datasink[dict]):
                 self.output,
                 self.storage_options,
                 self.retry_seconds,
+                self.generation,
             )
             result["names"].append(counts["name"])
             result["rows_ok"] += counts["rows_ok"]

@@ -1,8 +1,11 @@
-"""The job's summary: one record per run under ``OUTPUT/runs/`` (start, end,
-rows, speed, the model and where it came from, the precision used, versions,
+"""The job's summary: one record per run under ``OUTPUT/runs/`` (written
+``running`` when the run has the lease, rewritten ``finished`` at its end, so
+a run that never ended stays countable as interrupted; start, end, rows,
+speed, the model and where it came from, the precision used, versions,
 arguments), the ``_SUCCESS`` JSON written last under the output (so its
-presence means every row is committed; it holds the last working run's figures
-and the totals over all runs) and the short report printed for people.
+presence means every row is committed; it holds the last working run's figures,
+the output's own counts from its index under ``totals``, and the runs' history
+apart under ``history``) and the short report printed for people.
 Arguments are recorded with every credential-like value redacted. This module
 must never write ``_SUCCESS`` before the sink has finished, and never record a
 secret.
@@ -43,9 +46,9 @@ def build_summary(
     arguments: Mapping[str, Any],
     committed_before: Mapping[str, int] | None = None,
     shards: int = 0,
-    status: str = "done",
+    status: str = "finished",
 ) -> dict[str, Any]:
-    """The summary of one run; ``status`` is "done", or "interrupted" for a
+    """The summary of one run; ``status`` is "finished", or "interrupted" for a
     run stopped by a signal (its rows are what it committed before the stop).
 
     ``rows_*`` count this run's input rows: ok and failed were processed now,
@@ -87,13 +90,33 @@ def _iso(seconds: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
+RUNNING, FINISHED, INTERRUPTED = "running", "finished", "interrupted"
+
+
+def start_run(
+    output: str, record: Mapping[str, Any], storage_options: Mapping[str, Any] | None = None
+) -> str:
+    """Record a run that has just taken the output (``status`` running);
+    returns the record's name, for :func:`record_run` to complete."""
+    name = f"{_iso(time.time()).replace(':', '')}-{uuid.uuid4().hex[:8]}.json"
+    body = {"status": RUNNING, "started": _iso(time.time()), **record}
+    data = json.dumps(body, indent=2, sort_keys=True).encode()
+    io.write_bytes(io.join(output, RUNS, name), data, storage_options)
+    return name
+
+
 def record_run(
-    output: str, report: Mapping[str, Any], storage_options: Mapping[str, Any] | None = None
+    output: str,
+    report: Mapping[str, Any],
+    storage_options: Mapping[str, Any] | None = None,
+    name: str | None = None,
+    status: str = FINISHED,
 ) -> list[dict[str, Any]]:
-    """Add this run's record under ``OUTPUT/runs/``; returns every run's record,
-    oldest first."""
-    name = f"{report['started'].replace(':', '')}-{uuid.uuid4().hex[:8]}.json"
-    data = json.dumps(report, indent=2, sort_keys=True).encode()
+    """Write this run's record under ``OUTPUT/runs/`` (completing the one
+    :func:`start_run` wrote when ``name`` is given); returns every run's
+    record, oldest first."""
+    name = name or f"{report['started'].replace(':', '')}-{uuid.uuid4().hex[:8]}.json"
+    data = json.dumps({**report, "status": status}, indent=2, sort_keys=True).encode()
     io.write_bytes(io.join(output, RUNS, name), data, storage_options)
     return read_runs(output, storage_options)
 
@@ -106,12 +129,33 @@ def read_runs(
     return [json.loads(io.read_bytes(u, storage_options)) for u in urls]
 
 
-def totals(runs: list[Mapping[str, Any]]) -> dict[str, Any]:
-    """``{"runs": N, "totals": {...}}``: the figures of every run together."""
+def history(runs: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """``{"runs": N, "history": {...}}``: how many runs there were, how many
+    finished and how many were interrupted (a record still ``running``: its
+    rows are in the output's counts, never in these), and what the finished
+    ones processed together. Records of an older voxray count as finished."""
+    finished = [r for r in runs if r.get("status", FINISHED) != RUNNING]
     keys = ("rows_ok", "rows_failed", "wall_s")
     return {
         "runs": len(runs),
-        "totals": {k: round(sum(r.get(k) or 0 for r in runs), 3) for k in keys},
+        "history": {
+            FINISHED: len(finished),
+            INTERRUPTED: len(runs) - len(finished),
+            **{k: round(sum(r.get(k) or 0 for r in finished), 3) for k in keys},
+        },
+    }
+
+
+def output_totals(counts: Mapping[str, Any], keys: int) -> dict[str, Any]:
+    """The output's own figures, from its index (``pipeline.index.State``'s
+    counts and distinct keys): what readers get, whatever the runs did."""
+    ok, failed = counts["rows_ok"], counts["rows_failed"]
+    rows = ok + failed
+    return {
+        "output_rows_ok": ok,
+        "output_rows_failed": failed,
+        "failed_fraction": round(failed / rows, 6) if rows else 0.0,
+        "totals": {"rows_ok": ok, "rows_failed": failed, "rows": rows, "keys": keys},
     }
 
 

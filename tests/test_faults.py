@@ -32,7 +32,8 @@ import pytest
 from test_job import write_catalog
 
 from conftest import REPO, TEST_KEY_ID, TEST_SECRET, free_port
-from pipeline import io
+from pipeline import io, verify
+from pipeline.lease import current_generation
 from pipeline.results import load_grid, read_manifests
 
 JOB = str(REPO / "jobs" / "reconstruct.py")
@@ -265,6 +266,79 @@ def test_driver_killed_after_first_commit_then_rerun(catalog, clean, tmp_path):
     # whatever the killed run committed (its last writes may have landed while it died)
     assert summary["rows_skipped"] >= committed > 0
     assert summary["rows_skipped"] + summary["rows_ok"] == summary["rows_total"] == len(ids)
+    # the output's own counts, and the killed run counted as interrupted
+    assert summary["totals"] == {"rows_ok": 96, "rows_failed": 0, "rows": 96, "keys": 96}
+    assert summary["history"]["interrupted"] == 1 and summary["history"]["finished"] == 1
+    assert_index_exact(output, len(ids))
+
+    # a deleted index is rebuilt by a rerun with nothing to do
+    shutil.rmtree(os.path.join(output, "index"))
+    with job(args) as rerun:
+        assert rerun.wait() == 0, rerun.output()[-4000:]
+        assert "nothing to do" in rerun.output()
+    assert_index_exact(output, len(ids))
+    # a deleted shard is found by the same rerun: exit 3, no _SUCCESS, the repair named
+    lost = sorted(os.listdir(os.path.join(output, "shards")))[0]
+    os.remove(os.path.join(output, "shards", lost))
+    with job(args) as rerun:
+        assert rerun.wait() == 3, rerun.output()[-4000:]
+        assert "shard missing" in rerun.output() and "verify.py" in rerun.output()
+    assert not io.exists(io.join(output, "_SUCCESS"))
+
+
+def live(processes) -> list[int]:
+    """The pids of ``processes`` still running (zombies are not)."""
+    alive = []
+    for p in processes:
+        with contextlib.suppress(psutil.Error):
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                alive.append(p.pid)
+    return alive
+
+
+def assert_index_exact(output: str, rows: int) -> None:
+    """DuckDB over index/*.parquet sees every row once; verify finds nothing."""
+    import duckdb
+
+    query = f"SELECT count(*), count(DISTINCT row_key) FROM '{output}/index/*.parquet'"
+    assert tuple(duckdb.connect().execute(query).fetchall()[0]) == (rows, rows)
+    report = verify.check(output, grids=None)
+    assert report.ok, report.format()
+
+
+@pytest.mark.slow
+def test_a_paused_driver_is_taken_over_and_stops(catalog, clean, tmp_path):
+    """A driver of another host paused (SIGSTOP; its Ray workers run on) past
+    the lease's time-to-live is taken over; continued, it stops at once, exit 1,
+    and nothing it committed after the takeover counts."""
+    url, ids = catalog
+    output = str(tmp_path / "grids")
+    args = ["--input", url, "--output", output, *ARGS]
+    seam = {"VOXRAY_LEASE_TTL": "6", "VOXRAY_LEASE_RENEW": "1"}
+    with job(args, {**seam, "VOXRAY_HOST": "host-a"}) as first:
+        wait_for_commit(output, first)
+        first.root.suspend()
+        with job(args, {**seam, "VOXRAY_HOST": "host-b"}) as second:
+            deadline = time.monotonic() + 90
+            while current_generation(output) < 2 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert current_generation(output) == 2, second.output()[-4000:]
+            first.root.resume()
+            resumed = time.monotonic()
+            assert first.wait(60) == 1, first.output()[-4000:]
+            assert time.monotonic() - resumed < 20
+            assert "taken by generation 2" in first.output()
+            # its Ray work ended with it (the local Ray it started is shut down)
+            deadline = time.monotonic() + 30
+            while live(first.seen.values()) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert not live(first.seen.values()), live(first.seen.values())
+            # two local Rays on two cores shared with other work: the second is slow
+            assert second.wait(400) == 0, second.output()[-4000:]
+            assert "watching it for 6 s" in second.output()
+    summary = check_once_and_equal(output, ids, clean[1])
+    assert summary["totals"]["rows"] == summary["totals"]["keys"] == len(ids)
+    assert_index_exact(output, len(ids))
 
 
 @pytest.mark.slow

@@ -498,7 +498,8 @@ def test_shows():
     assert shows("/.../data/demo-catalog", "/work/x/data/demo-catalog")
     assert not shows("48 {'ok': 48}", "47 {'ok': 47}")
     assert not shows("0.636...", "x 0.636")
-    assert shows("mean IoU 0.745", "mean IoU 0.748") and not shows("mean IoU 0.745", "mean IoU 0.76")
+    assert shows("mean IoU 0.745", "mean IoU 0.748")
+    assert not shows("mean IoU 0.745", "mean IoU 0.76")
     assert not shows("48 objects", "47 objects")
     code = "x = 1\nprint(x)  # 1\nprint(x, x)\n# -> 1 1\n"
     assert shown_results(code) == [(2, "1"), (3, "1 1")]

@@ -5,6 +5,7 @@ duplicates), no object_id in any path, and no manifest without its shard."""
 from __future__ import annotations
 
 import io as bytes_io
+import json
 import os
 
 import numpy as np
@@ -58,22 +59,29 @@ def test_shard_and_manifest(tmp_path):
     counts = write_shard(table, out)
     name = shard_name(table.column("row_key").to_pylist())
     assert counts == {"name": name, "rows_ok": 3, "rows_failed": 2}
-    # object ids never become paths
-    assert files_under(out) == [f"manifests/{name}.parquet", f"shards/{name}.npz"]
-
+    # object ids never become paths; the shard's name adds a digest of its bytes
     manifest = pq.read_table(os.path.join(out, "manifests", f"{name}.parquet"))
+    shard_path = manifest.column("shard")[0].as_py()
+    assert shard_path.startswith(f"shards/{name}-") and shard_path.endswith(".npz")
+    assert files_under(out) == [f"manifests/{name}.parquet", shard_path]
+    # the footer records the name, the writer's generation and the shard
+    footer = manifest.schema.metadata
+    assert footer[b"voxray.name"] == name.encode() and footer[b"voxray.generation"] == b"0"
+    assert json.loads(footer[b"voxray.shard"]) == {
+        "path": shard_path,
+        "bytes": os.path.getsize(os.path.join(out, shard_path)),
+    }
+
     assert manifest.schema.names[: len(MANIFEST_SCHEMA)] == MANIFEST_SCHEMA.names
     assert manifest.schema.field("index").type == pa.int32()
     assert "sku" in manifest.column_names and "probabilities" not in manifest.column_names
     rows = manifest.to_pylist()
     assert [r["status"] for r in rows] == status
     assert [r["index"] for r in rows] == [0, 1, None, None, 2]
-    assert [r["shard"] for r in rows] == [f"shards/{name}.npz"] * 2 + [None] * 2 + [
-        f"shards/{name}.npz"
-    ]
+    assert [r["shard"] for r in rows] == [shard_path] * 2 + [None] * 2 + [shard_path]
     assert rows[2]["error"] == "views is empty" and rows[0]["error"] is None
 
-    path = os.path.join(out, "shards", f"{name}.npz")
+    path = os.path.join(out, shard_path)
     arrays = shards.read_shard(path)
     assert list(arrays["object_id"]) == ["a", "../../escape/b", "d/e"]
     assert arrays["probabilities"].shape == (3, 32, 32, 32)
@@ -96,10 +104,35 @@ def test_retry_overwrites_and_order_does_not_matter(tmp_path):
     first = write_shard(table, out)
     again = write_shard(table.take([2, 0, 1]), out)  # a retried task, rows in another order
     assert first["name"] == again["name"]
-    assert len(files_under(out)) == 2
+    # one manifest; the retry's shard bytes differ (rows in another order), so
+    # they went to a shard of their own: no retry or zombie ever rewrites the
+    # bytes a committed manifest points at (the first shard is left unreferenced)
+    assert len(files_under(os.path.join(out, "manifests"))) == 1
+    assert len(files_under(os.path.join(out, "shards"))) == 2
+    manifest = pq.read_table(os.path.join(out, "manifests", f"{first['name']}.parquet"))
+    for row in manifest.to_pylist():
+        grid = shards.read_grid(os.path.join(out, row["shard"]), row["grid_offset"],
+                                row["grid_bytes"])  # fmt: skip
+        position = table.column("object_id").to_pylist().index(row["object_id"])
+        assert grid.tobytes() == table.column("probabilities")[position].as_py()
+    write_shard(table, out)  # the same bytes again: the same shard
+    assert len(files_under(os.path.join(out, "shards"))) == 2
     other = write_shard(model_rows(["d"], ["ok"]), out)
     assert other["name"] != first["name"]
-    assert len(files_under(out)) == 4
+    assert len(files_under(out)) == 5
+
+
+def test_a_writer_of_an_older_generation_commits_nothing(tmp_path):
+    from pipeline.lease import StaleGeneration, claim_url, create_exclusive
+
+    out = str(tmp_path / "out")
+    assert create_exclusive(claim_url(out, 1), b"{}")
+    assert not create_exclusive(claim_url(out, 1), b"{}")  # a generation is claimed once
+    write_shard(model_rows(["a"], ["ok"]), out, generation=1)
+    assert create_exclusive(claim_url(out, 2), b"{}")  # taken over
+    with pytest.raises(StaleGeneration, match="generation 2"):
+        write_shard(model_rows(["b"], ["ok"]), out, generation=1)
+    assert len(os.listdir(os.path.join(out, "manifests"))) == 1
 
 
 def test_only_failed_rows_write_a_manifest_without_shard(tmp_path):
@@ -111,9 +144,9 @@ def test_only_failed_rows_write_a_manifest_without_shard(tmp_path):
 def test_no_manifest_when_the_shard_cannot_be_written(tmp_path):
     out = str(tmp_path / "out")
     table = model_rows(["a", "b"], ["ok", "ok"])
-    name = shard_name(["a", "b"])
-    # a directory where the shard file must go makes its write fail
-    os.makedirs(os.path.join(out, "shards", f"{name}.npz"))
+    # a file where the shards folder must go makes the shard's write fail
+    os.makedirs(out)
+    open(os.path.join(out, "shards"), "w").close()
     with pytest.raises(OSError):
         write_shard(table, out)
     assert not os.path.exists(os.path.join(out, "manifests"))
@@ -123,13 +156,13 @@ def test_s3_shard_and_manifest(s3_bucket):
     out = f"s3://{s3_bucket}/grids"
     counts = write_shard(model_rows(["a", "b"], ["ok", "failed"]), out)
     name = counts["name"]
-    data = io.read_bytes(io.join(out, "shards", f"{name}.npz"))
-    with np.load(bytes_io.BytesIO(data)) as npz:
-        assert list(npz["object_id"]) == ["a"]
     manifest = pq.read_table(
         bytes_io.BytesIO(io.read_bytes(io.join(out, "manifests", f"{name}.parquet")))
     )
     assert manifest.column("status").to_pylist() == ["ok", "failed"]
+    data = io.read_bytes(io.join(out, manifest.column("shard")[0].as_py()))
+    with np.load(bytes_io.BytesIO(data)) as npz:
+        assert list(npz["object_id"]) == ["a"]
 
 
 def test_datasink_splits_shards_and_totals(tmp_path):

@@ -173,7 +173,7 @@ def test_sigterm_and_sigint_stop_cleanly_and_the_rerun_finishes(tmp_path):
     assert len(keys) == len(set(keys)) == total  # every row exactly once
 
     records = [json.loads(p.read_text()) for p in sorted(Path(output, "runs").glob("*.json"))]
-    assert [r["status"] for r in records] == ["interrupted", "interrupted", "done"]
+    assert [r["status"] for r in records] == ["interrupted", "interrupted", "finished"]
     assert [r["rows_ok"] + r["rows_failed"] for r in records] == [
         first,
         second,
