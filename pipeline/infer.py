@@ -319,6 +319,8 @@ class Reconstruct:
         except Exception:
             attempts = 1  # the count is lost, the retry is not
         if attempts >= MAX_DEVICE_ATTEMPTS:
+            # (more than MAX_DEVICE_ATTEMPTS when a call beside the last attempt, on
+            # the same actor, was retried once more after its process ended)
             raise DeviceFailed(
                 f"the model's device failed {attempts} times on the same block of {n} rows "
                 f"({block}): {text}"
