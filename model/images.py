@@ -38,7 +38,7 @@ import math
 import warnings
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageChops
 
 TEST_BACKGROUND: tuple[int, int, int] = (240, 240, 240)
 CROP_FRACTION: float = 127 / 137
@@ -62,7 +62,7 @@ OBJECT_LEVELS: int = 24
 MIN_OBJECT_FRACTION: float = 0.01
 # Pure noise: neighbouring pixels differ about as much as any two pixels do.
 # The mean absolute difference of neighbours over the mean absolute deviation
-# from the mean, on the gray sum of the channels: about 1.3-1.4 for
+# from the mean, on the luma: about 1.3-1.4 for
 # independent noise, at most 0.22 on the held-out renders and photos (docs/job.md).
 MAX_NOISE_RATIO: float = 0.9
 
@@ -312,19 +312,38 @@ def view_measures(view: np.ndarray) -> tuple[float, float]:
     """``(object fraction, noise ratio)`` of a model input ``uint8 [S, S, 3]``:
     the fraction of its pixels that differ from the border's median colour by
     more than ``OBJECT_LEVELS`` in some channel, and the mean absolute
-    difference of neighbouring pixels over their mean absolute deviation
-    (both on the gray sum of the channels; 0 for a uniform view)."""
-    pixels = view.astype(np.int16)
-    border = np.concatenate([pixels[0], pixels[-1], pixels[1:-1, 0], pixels[1:-1, -1]])
-    colour = np.median(border, axis=0).astype(np.int16)
-    far = (np.abs(pixels - colour) > OBJECT_LEVELS).any(axis=2)
-    fraction = np.count_nonzero(far) / far.size
-    gray = pixels.sum(axis=2)
-    deviation = float(np.abs(gray - gray.mean()).mean())
-    if deviation == 0.0:
+    difference of neighbouring pixels over the pixels' mean absolute deviation
+    from their mean, on the luma (0 for a uniform view). Measured at about 64
+    px (a larger view is first reduced by an integer factor, a box average),
+    mostly in Pillow's C code: the decode stage runs this on every view."""
+    image = Image.fromarray(np.ascontiguousarray(view, dtype=np.uint8), "RGB")
+    factor = max(1, round(max(image.size) / _MEASURE_SIDE))
+    if factor > 1:  # a box average keeps objects and noise what they are, for less work
+        image = image.reduce(factor)
+        view = np.asarray(image)
+    width, height = image.size
+    border = np.concatenate([view[0], view[-1], view[1:-1, 0], view[1:-1, -1]])
+    colour = tuple(int(c) for c in np.sort(border, axis=0)[len(border) // 2])
+    far = ImageChops.difference(image, Image.new("RGB", image.size, colour)).split()
+    spread = ImageChops.lighter(ImageChops.lighter(far[0], far[1]), far[2])
+    fraction = sum(spread.histogram()[OBJECT_LEVELS + 1 :]) / (width * height)
+    luma = np.asarray(image.convert("L"))
+    counts = np.bincount(luma.ravel(), minlength=256).astype(np.float64)
+    mean = counts @ _LEVELS / luma.size
+    deviation = counts @ np.abs(_LEVELS - mean) / luma.size
+    if deviation == 0.0 or width < 2 or height < 2:
         return fraction, 0.0
-    rows, cols = np.abs(np.diff(gray, axis=0)).mean(), np.abs(np.diff(gray, axis=1)).mean()
-    return fraction, float((rows + cols) / 2 / deviation)
+    # |a - b| of uint8 without a wider copy: max - min
+    across = np.maximum(luma[:, 1:], luma[:, :-1]) - np.minimum(luma[:, 1:], luma[:, :-1])
+    down = np.maximum(luma[1:], luma[:-1]) - np.minimum(luma[1:], luma[:-1])
+    neighbours = (
+        across.sum(dtype=np.int64) / across.size + down.sum(dtype=np.int64) / down.size
+    ) / 2
+    return fraction, float(neighbours / deviation)
+
+
+_LEVELS = np.arange(256, dtype=np.float64)
+_MEASURE_SIDE = 64
 
 
 def view_problem(view: np.ndarray) -> str | None:
