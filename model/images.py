@@ -56,7 +56,7 @@ MAX_FILL_FRACTION: float = 0.25
 # differs from the border's colour (median of the border pixels, per channel)
 # by more than OBJECT_LEVELS in some channel. A studio backdrop's gradient,
 # vignette and sensor noise stay within ~10 levels of its median; the smallest
-# object of the held-out renders covers 3.1% of the frame (docs/job.md has the
+# object of the held-out renders covers 3.4% of the frame (docs/job.md has the
 # figures and the command).
 OBJECT_LEVELS: int = 24
 MIN_OBJECT_FRACTION: float = 0.01
