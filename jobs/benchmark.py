@@ -1,7 +1,8 @@
 """Benchmarks of voxray: the model alone (`model`), training steps (`train`),
 the whole job (`pipeline`), mixed view counts (`views`), image decoding per
-core (`decode`), what resume, the index and grid reads cost with N rows
-committed (`scale`), and the input pre-flight over many files (`scan`).
+core (`decode`), good views flagged as carrying no picture (`flags`), what
+resume, the index and grid reads cost with N rows committed (`scale`), and the
+input pre-flight over many files (`scan`).
 
 Speed targets are checked here, never in timed unit tests: the machines are
 shared and noisy, so every figure is a median of repeated runs, and ratios
@@ -12,6 +13,7 @@ are measured side by side in one run.
     python jobs/benchmark.py pipeline --objects 200 --json
     python jobs/benchmark.py views --objects 200 --json
     python jobs/benchmark.py decode --json
+    python jobs/benchmark.py flags --json
     python jobs/benchmark.py scale --committed 10000000 [--s3] --json
     python jobs/benchmark.py scan --files 10000 [--s3] --json
 
@@ -467,6 +469,105 @@ def bench_decode(args: argparse.Namespace) -> dict:
                 decode_views(r, config)
             times.append(time.perf_counter() - t)
         result[f"views_per_s_{size}px"] = round(n_views / statistics.median(times), 1)
+    return result
+
+
+def held_out_catalog(cache: Path, objects: int, seed: int, views: int = 24) -> Path:
+    """The held-out set's rows (``shapes.generate_object(seed, i)``, what
+    ``jobs/make_dataset.py --objects N --seed S`` writes, views only), written
+    once under ``cache`` on every core."""
+    import shutil
+    from concurrent.futures import ProcessPoolExecutor
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = Path(cache) / f"held-out-n{objects}-v{views}-s{seed}"
+    if folder.is_dir():
+        return folder
+    partial = folder.with_name(folder.name + f".partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    starts = list(range(0, objects, ROWS_PER_FILE))
+    with ProcessPoolExecutor(os.cpu_count()) as pool:
+        chunks = pool.map(
+            _held_out_rows,
+            [(seed, range(s, min(s + ROWS_PER_FILE, objects)), views) for s in starts],
+        )
+        for f, rows in enumerate(chunks):
+            pq.write_table(pa.Table.from_pylist(rows), partial / f"part-{f:05d}.parquet")
+    try:
+        partial.rename(folder)
+    except OSError:  # another process wrote it first: the same bytes
+        shutil.rmtree(partial, ignore_errors=True)
+    return folder
+
+
+def _held_out_rows(task: tuple) -> list[dict]:
+    import shapes
+
+    seed, indices, views = task
+    return [
+        {k: v for k, v in shapes.generate_object(seed, i, views=views).items() if k != "cameras"}
+        for i in indices
+    ]
+
+
+def bench_flags(args: argparse.Namespace) -> dict:
+    """Views of good data that the decode stage would drop as carrying no
+    picture (``model.images.view_problem``, ``NoPicture``): every view of the
+    held-out set (``--held-out`` objects of seed ``--seed``, 24 views each) and
+    of the ``--kinds`` photo catalogs, at each ``--sizes``. The thresholds are
+    right when every count is 0; the smallest object fraction and the largest
+    noise ratio seen show the margin to them."""
+    import tempfile
+
+    import numpy as np
+
+    from model.images import (
+        MAX_NOISE_RATIO,
+        MIN_OBJECT_FRACTION,
+        DecodeError,
+        read_model_input,
+        view_measures,
+        view_problem,
+    )
+
+    cache = Path(args.cache or Path(tempfile.gettempdir()) / "voxray-photos")
+    folders = {"held-out": held_out_catalog(cache, args.held_out, args.seed)}
+    for kind in [k for k in args.kinds.split(",") if k]:
+        folders[kind] = photo_catalog(cache, kind, args.objects, args.views)
+    result: dict = {
+        "thresholds": {
+            "min_object_fraction": MIN_OBJECT_FRACTION,
+            "max_noise_ratio": MAX_NOISE_RATIO,
+        }
+    }
+    for name, folder in folders.items():
+        views = [v for r in catalog_views(folder) for v in r]
+        for size in args.sizes:
+            flagged, fractions, ratios, reasons = 0, [], [], []
+            for data in views:
+                try:
+                    view = read_model_input(data, size)
+                except DecodeError as exc:
+                    flagged += 1
+                    reasons.append(str(exc))
+                    continue
+                fraction, ratio = view_measures(view)
+                fractions.append(fraction)
+                ratios.append(ratio)
+                if (problem := view_problem(view)) is not None:
+                    flagged += 1
+                    reasons.append(problem)
+            result[f"{name}@{size}"] = {
+                "views": len(views),
+                "flagged": flagged,
+                "false_flag_rate": flagged / len(views),
+                "min_object_fraction": round(float(np.min(fractions)), 4),
+                "max_noise_ratio": round(float(np.max(ratios)), 3),
+                "reasons": reasons[:3],
+            }
     return result
 
 
@@ -1115,6 +1216,8 @@ def scale_output(output: str, files: list, committed: int, options: dict) -> dic
                 "object_id": [f"obj-{i:09d}" for i in range(first, first + n)],
                 "status": ["ok"] * n,
                 "error": pa.nulls(n, pa.string()),
+                "error_kind": pa.nulls(n, pa.string()),
+                "warning": pa.nulls(n, pa.string()),
                 "shard": [f"shards/{name}.npz"] * n,
                 "index": pa.array(np.arange(n), pa.int32()),
                 "n_views": pa.array(np.ones(n), pa.int32()),
@@ -1473,6 +1576,15 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--quality", action="store_true", help="IoU, old vs new decode (loads TF)")
     d.add_argument("--quality-objects", type=int, default=130, help="held-out objects scored")
     d.add_argument("--json", action="store_true", help="last line printed is JSON")
+    fl = sub.add_parser("flags", help="good views flagged as carrying no picture (should be 0)")
+    fl.add_argument("--held-out", type=int, default=650, help="held-out objects (24 views each)")
+    fl.add_argument("--seed", type=int, default=3003, help="the held-out set's seed")
+    fl.add_argument("--kinds", default="jpeg300,jpeg1024", help="photo catalogs to check too")
+    fl.add_argument("--objects", type=int, default=100, help="objects per photo catalog")
+    fl.add_argument("--views", type=int, default=5, help="views per photo object")
+    fl.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], default=[64, 127])
+    fl.add_argument("--cache", default="", help="where catalogs are kept (default: tmp)")
+    fl.add_argument("--json", action="store_true", help="last line printed is JSON")
     f = sub.add_parser("feed", help="what the pipeline feeds an accelerator (stand-in device)")
     f.add_argument("--objects", type=int, default=200, help="objects per catalog")
     f.add_argument("--views", type=int, default=5)
@@ -1497,6 +1609,8 @@ def main(argv: list[str] | None = None) -> int:
         result = bench_feed(args)
     elif args.what == "decode":
         result = bench_decode(args)
+    elif args.what == "flags":
+        result = bench_flags(args)
     elif args.what == "scale":
         result = bench_scale(args)
     elif args.what == "scan":

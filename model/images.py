@@ -20,6 +20,15 @@ conversions, and an animation gives its first frame. The EXIF orientation is
 applied: cameras store sensor-order pixels and tag the rotation, every viewer
 shows such a photo upright, and the model was trained on upright renders; an
 image without the tag (every render) is unaffected.
+
+Views that decode but carry no picture are told apart here too, as part of
+the contract (docs/job.md, "Views that carry no picture"): a JPEG whose last
+rows are libjpeg's fill (its data ends early, or its header claims more rows
+than the data holds: libjpeg leaves the missing blocks' coefficients at zero,
+which is exactly level 128 in every channel, and Pillow reports no error)
+raises :class:`NoPicture` where it is decoded; :func:`view_problem` names a
+model input that holds no object (uniform, fully transparent, only
+background after compositing) or pure noise.
 """
 
 from __future__ import annotations
@@ -29,12 +38,33 @@ import math
 import warnings
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageChops
 
 TEST_BACKGROUND: tuple[int, int, int] = (240, 240, 240)
 CROP_FRACTION: float = 127 / 137
 # 64 megapixels: far above any catalog photo, far below what would exhaust a worker.
 MAX_PIXELS: int = 64_000_000
+
+# A JPEG whose last quarter of rows or more is libjpeg's fill (exactly 128 in
+# every channel, across the whole width) was cut short: what the model would
+# see there is invented. A photo's backdrop is never exactly flat (sensor
+# noise); only a synthetic image on a flat 128 grey could match, and then only
+# with nothing in its bottom quarter.
+FILL_LEVEL: int = 128
+MAX_FILL_FRACTION: float = 0.25
+# A model input holds an object when at least this fraction of its pixels
+# differs from the border's colour (median of the border pixels, per channel)
+# by more than OBJECT_LEVELS in some channel. A studio backdrop's gradient,
+# vignette and sensor noise stay within ~10 levels of its median; the smallest
+# object of the held-out renders covers 3.4% of the frame (docs/job.md has the
+# figures and the command).
+OBJECT_LEVELS: int = 24
+MIN_OBJECT_FRACTION: float = 0.01
+# Pure noise: neighbouring pixels differ about as much as any two pixels do.
+# The mean absolute difference of neighbours over the mean absolute deviation
+# from the mean, on the luma: about 1.3-1.4 for
+# independent noise, at most 0.22 on the held-out renders and photos (docs/job.md).
+MAX_NOISE_RATIO: float = 0.9
 
 # An image whose crop is this many times the output or more is first reduced by
 # an integer factor (box average), then resized once with LANCZOS: Pillow's
@@ -76,6 +106,11 @@ class DecodeError(ValueError):
     """An image or row the job cannot use; the message is the manifest's reason."""
 
 
+class NoPicture(DecodeError):
+    """A view that decodes but whose pixels are mostly the decoder's invention
+    (a JPEG cut short); a row may do without it when its other views are good."""
+
+
 def read_rgba(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode an image (PNG, JPEG, or any format Pillow reads) to ``uint8 [H, W, 4]``.
 
@@ -84,11 +119,15 @@ def read_rgba(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     checked before the pixels are decoded.
 
     Raises:
+        NoPicture: a JPEG whose last rows are the decoder's fill (see
+            ``MAX_FILL_FRACTION``).
         DecodeError: empty data, an unknown format, a header over ``max_pixels``,
-            a truncated or corrupt image, or a mode with no conversion to RGB.
+            a truncated or corrupt image, a PNG text chunk that decompresses
+            past Pillow's limit, or a mode with no conversion to RGB.
     """
     image, rawmode = _open(data, max_pixels)
     _load(image)
+    _check_fill(image)
     try:
         rgba = _to_rgba(image, rawmode)
     except (ValueError, OSError) as exc:  # Pillow: "conversion from X to RGBA not supported"
@@ -130,7 +169,7 @@ def read_model_input(
     filters (about a level on average, docs/benchmarks.md).
 
     Raises:
-        DecodeError: as :func:`read_rgba`.
+        NoPicture, DecodeError: as :func:`read_rgba`.
     """
     image, rawmode = _open(data, max_pixels)
     width, height = image.size  # as stored: EXIF may turn them
@@ -140,6 +179,7 @@ def read_model_input(
     drafted = image.draft("RGB", (max(1, width // scale), max(1, height // scale)))
     scale = width / drafted[1][2] if drafted and scale > 1 else 1
     _load(image)
+    _check_fill(image)
     orientation = _orientation(image)
     try:
         image = _rgb_or_rgba(image, rawmode)
@@ -200,6 +240,7 @@ def _open(data: bytes, max_pixels: int) -> tuple[Image.Image, object]:
             f"image header claims too many pixels; refused without decoding ({exc})"
         ) from None
     except Exception as exc:
+        _refuse_text_bomb(exc)
         raise DecodeError(f"not a readable image ({type(exc).__name__})") from exc
     width, height = image.size
     if width <= 0 or height <= 0:
@@ -218,7 +259,116 @@ def _load(image: Image.Image) -> None:
     try:
         image.load()
     except Exception as exc:
+        _refuse_text_bomb(exc)
         raise DecodeError(f"truncated or corrupt {image.format or ''} image: {exc}") from exc
+
+
+def _refuse_text_bomb(exc: Exception) -> None:
+    # Pillow stops decompressing a PNG text chunk (zTXt, iTXt) at MAX_TEXT_CHUNK
+    # and raises a plain ValueError: say what it was, not "not readable".
+    if isinstance(exc, ValueError) and (
+        "MAX_TEXT_CHUNK" in str(exc) or "MAX_TEXT_MEMORY" in str(exc)
+    ):
+        raise DecodeError(
+            "PNG text chunk decompresses past Pillow's limit (a decompression bomb); "
+            "refused without decoding"
+        ) from None
+
+
+def _check_fill(image: Image.Image) -> None:
+    """Raise :class:`NoPicture` when the last ``MAX_FILL_FRACTION`` of a loaded
+    JPEG's rows or more, but not all of them, are libjpeg's fill (see the
+    module docstring). The last row alone is looked at unless it is fill: a
+    few microseconds per view."""
+    if image.format not in ("JPEG", "MPO"):
+        return
+    width, height = image.size
+
+    def filled(top: int) -> bool:  # rows [top, height) are all exactly FILL_LEVEL
+        extrema = image.crop((0, top, width, height)).getextrema()
+        bands = extrema if isinstance(extrema[0], tuple) else (extrema,)
+        return all(lo == hi == FILL_LEVEL for lo, hi in bands)
+
+    if not filled(height - 1):
+        return
+    low, high = 0, height - 1  # the first filled row lies in [low, high]
+    while low < high:
+        mid = (low + high) // 2
+        if filled(mid):
+            high = mid
+        else:
+            low = mid + 1
+    fraction = (height - low) / height
+    # Flat 128 from the first row on is a uniform image as far as anyone can
+    # tell: view_problem names it so.
+    if MAX_FILL_FRACTION <= fraction < 1.0:
+        raise NoPicture(
+            f"no picture: the last {fraction:.0%} of the JPEG's rows are the decoder's "
+            f"flat {FILL_LEVEL} fill (its data ends before its pixels do)"
+        )
+
+
+def view_measures(view: np.ndarray) -> tuple[float, float]:
+    """``(object fraction, noise ratio)`` of a model input ``uint8 [S, S, 3]``:
+    the fraction of its pixels that differ from the border's median colour by
+    more than ``OBJECT_LEVELS`` in some channel, and the mean absolute
+    difference of neighbouring pixels over the pixels' mean absolute deviation
+    from their mean, on the luma (0 for a uniform view). Measured at about 64
+    px (a larger view is first reduced by an integer factor, a box average),
+    mostly in Pillow's C code: the decode stage runs this on every view."""
+    image = Image.fromarray(np.ascontiguousarray(view, dtype=np.uint8), "RGB")
+    factor = max(1, round(max(image.size) / _MEASURE_SIDE))
+    if factor > 1:  # a box average keeps objects and noise what they are, for less work
+        image = image.reduce(factor)
+        view = np.asarray(image)
+    width, height = image.size
+    border = np.concatenate([view[0], view[-1], view[1:-1, 0], view[1:-1, -1]])
+    colour = tuple(int(c) for c in np.sort(border, axis=0)[len(border) // 2])
+    far = ImageChops.difference(image, Image.new("RGB", image.size, colour)).split()
+    spread = ImageChops.lighter(ImageChops.lighter(far[0], far[1]), far[2])
+    fraction = sum(spread.histogram()[OBJECT_LEVELS + 1 :]) / (width * height)
+    luma = np.asarray(image.convert("L"))
+    counts = np.bincount(luma.ravel(), minlength=256).astype(np.float64)
+    mean = counts @ _LEVELS / luma.size
+    deviation = counts @ np.abs(_LEVELS - mean) / luma.size
+    if deviation == 0.0 or width < 2 or height < 2:
+        return fraction, 0.0
+    # |a - b| of uint8 without a wider copy: max - min
+    across = np.maximum(luma[:, 1:], luma[:, :-1]) - np.minimum(luma[:, 1:], luma[:, :-1])
+    down = np.maximum(luma[1:], luma[:-1]) - np.minimum(luma[1:], luma[:-1])
+    neighbours = (
+        across.sum(dtype=np.int64) / across.size + down.sum(dtype=np.int64) / down.size
+    ) / 2
+    return fraction, float(neighbours / deviation)
+
+
+_LEVELS = np.arange(256, dtype=np.float64)
+_MEASURE_SIDE = 64
+
+
+def view_problem(view: np.ndarray) -> str | None:
+    """Why a model input (``uint8 [S, S, 3]``, after compositing) holds no
+    picture of an object, or None when it does (:func:`view_measures`).
+
+    - no object: under ``MIN_OBJECT_FRACTION`` of its pixels differ from the
+      border's colour (uniform, fully transparent, all black or white,
+      background only, a 1x1 image);
+    - noise: a noise ratio over ``MAX_NOISE_RATIO`` (independent noise gives
+      about 1.4; a picture far less: its neighbours are alike).
+    """
+    fraction, ratio = view_measures(view)
+    if fraction < MIN_OBJECT_FRACTION:
+        return (
+            f"empty view: no object ({fraction:.1%} of its pixels differ from the border's "
+            f"colour by more than {OBJECT_LEVELS} levels, "
+            f"under the {MIN_OBJECT_FRACTION:.0%} needed)"
+        )
+    if ratio > MAX_NOISE_RATIO:
+        return (
+            f"empty view: noise (neighbouring pixels differ {ratio:.2f} times as much as "
+            f"pixels from their mean; over {MAX_NOISE_RATIO} is taken as noise)"
+        )
+    return None
 
 
 def _to_rgba(image: Image.Image, rawmode: object) -> np.ndarray:

@@ -3,8 +3,11 @@ A row goes in with encoded views; it comes out either with ``uint8`` pixels
 ready for the model (``[n_views, S, S, 3]``, carried as bytes) or as a failed
 row with a readable reason. The per-image work is the model's input contract
 (``model.images``); this module adds the row's limits, validation, identity and
-carried columns. It must never import TensorFlow (the decode tasks must stay
-light) and never let one bad row fail the batch it is in.
+carried columns. A view that decodes but carries no picture (the decoder's
+fill, no object, noise: ``model.images``) is dropped from the model's input
+and named in the row's ``warning``; a row left with no view fails. It must
+never import TensorFlow (the decode tasks must stay light) and never let one
+bad row fail the batch it is in.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from model.images import (
     MAX_PIXELS,
     TEST_BACKGROUND,
     DecodeError,
+    NoPicture,
     read_model_input,
+    view_problem,
 )
 from model.voxels import VOXEL_BYTES
 from pipeline.layout import FAILED, MANIFEST_SCHEMA, OK
@@ -64,14 +69,22 @@ class DecodeConfig:
     crop_fraction: float = CROP_FRACTION
 
 
-def decode_views(views: list[bytes] | None, config: DecodeConfig) -> tuple[np.ndarray, int]:
-    """Decode one row's views: ``(uint8 [n, S, S, 3], number of views given)``,
-    each at the cost of what the model sees (``model.images.read_model_input``:
-    a JPEG decoded at a reduced DCT scale, no compositing of opaque images).
+def decode_views(
+    views: list[bytes] | None, config: DecodeConfig
+) -> tuple[np.ndarray, int, str | None]:
+    """Decode one row's views: ``(uint8 [n, S, S, 3], number of views given,
+    warning)``, each at the cost of what the model sees
+    (``model.images.read_model_input``: a JPEG decoded at a reduced DCT scale,
+    no compositing of opaque images).
+
+    Views that carry no picture (``model.images.NoPicture``,
+    ``model.images.view_problem``) are left out of the array and named in the
+    warning (``"view 2: empty view: no object (...)"``, ``"; "`` between
+    views); the warning is None when every view is good.
 
     Raises:
-        DecodeError: no views, a null view, or any view that cannot be decoded;
-            the reason names the view.
+        DecodeError: no views, a null view, any view that cannot be decoded,
+            or no view that carries a picture; the reason names the views.
     """
     if views is None:
         raise DecodeError("views is null")
@@ -86,16 +99,32 @@ def decode_views(views: list[bytes] | None, config: DecodeConfig) -> tuple[np.nd
         )
     used = views[: config.max_views]
     out = np.empty((len(used), config.image_size, config.image_size, 3), dtype=np.uint8)
+    good, problems = 0, []
     for i, data in enumerate(used):
         if data is None:
             raise DecodeError(f"view {i} is null")
         try:
-            out[i] = read_model_input(
+            out[good] = read_model_input(
                 data, config.image_size, config.background, config.crop_fraction, config.max_pixels
             )
+        except NoPicture as exc:
+            problems.append(f"view {i}: {exc}")
+            continue
         except DecodeError as exc:
             raise DecodeError(f"view {i}: {exc}") from None
-    return out, given
+        problem = view_problem(out[good])
+        if problem is None:
+            good += 1
+        else:
+            problems.append(f"view {i}: {problem}")
+    warning = "; ".join(problems) or None
+    if good == 0:
+        # One view's reason as it is (its kind is read from its start); several
+        # behind a count, the first one's kind leading.
+        raise DecodeError(
+            warning if len(problems) == 1 else f"{warning} (none of {len(used)} views is usable)"
+        )
+    return out[:good], given, warning
 
 
 def check_voxels(voxels: bytes | None) -> None:
@@ -134,7 +163,8 @@ def decode_batch(batch: pa.Table, config: DecodeConfig) -> pa.Table:
     """The decode stage over one batch of input rows.
 
     Every input row yields one output row with ``row_key``, ``object_id``,
-    ``status`` (ok | failed), ``error``, ``n_views``, ``n_views_given``,
+    ``status`` (ok | failed), ``error``, ``warning`` (the views an ok row
+    left out, see :func:`decode_views`), ``n_views``, ``n_views_given``,
     ``pixels`` (``uint8 [n, S, S, 3]`` as bytes, ok rows only), ``voxels``
     (validated ground truth or null) and the carried columns.
 
@@ -160,9 +190,9 @@ def decode_batch(batch: pa.Table, config: DecodeConfig) -> pa.Table:
     read_errors = (
         batch.column(READ_ERROR).to_pylist() if READ_ERROR in batch.column_names else [None] * n
     )
-    statuses, errors, pixels, used, given, voxels = [], [], [], [], [], []
+    statuses, errors, warnings, pixels, used, given, voxels = [], [], [], [], [], [], []
     for i in range(n):
-        status, error, px, n_used, n_given, vox = OK, None, None, None, None, None
+        status, error, warning, px, n_used, n_given, vox = OK, None, None, None, None, None, None
         try:
             if read_errors[i] is not None:
                 raise DecodeError(read_errors[i])
@@ -175,13 +205,14 @@ def decode_batch(batch: pa.Table, config: DecodeConfig) -> pa.Table:
                     f"object_id has {len(ids[i])} characters, over the limit of {MAX_ID_CHARS}"
                 )
             check_voxels(voxels_in[i])
-            array, n_given = decode_views(views, config)
+            array, n_given, warning = decode_views(views, config)
             px, n_used, vox = array.tobytes(), int(array.shape[0]), voxels_in[i]
         except Exception as exc:  # one bad row must never fail the batch
             status = FAILED
             error = str(exc) if isinstance(exc, DecodeError) else f"decode: {exc!r}"
         statuses.append(status)
         errors.append(error)
+        warnings.append(warning)
         pixels.append(px)
         used.append(n_used)
         given.append(n_given)
@@ -192,6 +223,7 @@ def decode_batch(batch: pa.Table, config: DecodeConfig) -> pa.Table:
         "object_id": pa.array(ids, pa.string()),
         "status": pa.array(statuses, pa.string()),
         "error": pa.array(errors, pa.string()),
+        "warning": pa.array(warnings, pa.string()),
         "n_views": pa.array(used, pa.int32()),
         "n_views_given": pa.array(given, pa.int32()),
         "pixels": pa.array(pixels, pa.large_binary()),

@@ -28,6 +28,7 @@ MANIFEST_SCHEMA = pa.schema(
         ("status", pa.string()),  # "ok" | "failed"
         ("error", pa.string()),  # null when ok
         ("error_kind", pa.string()),  # one of ERROR_KINDS, null when ok
+        ("warning", pa.string()),  # views an ok row left out and why, null when none
         ("shard", pa.string()),  # relative to OUTPUT, null when failed
         ("index", pa.int32()),  # row in the shard's arrays
         ("n_views", pa.int32()),  # views used (at most --max-views)
@@ -50,7 +51,9 @@ _ERROR_KINDS = (
     ("empty_views", r"^views is (null|empty)|^view \d+ is null|^view \d+: empty image"),
     ("bad_id", r"^object_id (is null|has \d+ characters)"),
     ("bad_voxels", r"^voxels has \d+ bytes"),
-    ("too_large", r"over the limit of|too many pixels"),
+    ("too_large", r"over the limit of|too many pixels|decompression bomb"),
+    ("no_picture", r"^view \d+: no picture: "),
+    ("empty_view", r"^view \d+: empty view: "),
     ("truncated_image", r"^view \d+: truncated or corrupt"),
     ("undecodable_image", r"^view \d+: "),
     ("inference", r"^inference: "),

@@ -138,6 +138,9 @@ def write_shard(
             columns["status"] = pa.array([OK if s else FAILED for s in shard], pa.string())
         elif field.name == "error_kind":
             continue  # from the final errors, below
+        elif field.name == "warning" and "warning" not in rows.column_names:
+            # rows from a stage that warns of nothing
+            columns["warning"] = pa.nulls(rows.num_rows, pa.string())
         else:
             columns[field.name] = rows.column(field.name).cast(field.type)
     # A row marked ok whose grid is missing cannot be committed as ok.

@@ -96,6 +96,21 @@ def test_scale_and_scan_benchmark_clis(tmp_path):
     assert json.loads(out.stdout.strip().splitlines()[-1])["usable"] == 30
 
 
+def test_flags_benchmark_counts_good_views_flagged(tmp_path):
+    """The false-flag count of the view checks, on a held-out set a test affords."""
+    out = subprocess.run(
+        [sys.executable, "jobs/benchmark.py", "flags", "--held-out", "2", "--kinds", "",
+         "--sizes", "64", "--cache", str(tmp_path), "--json"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["held-out@64"]["views"] == 48 and result["held-out@64"]["flagged"] == 0
+    assert (
+        result["held-out@64"]["min_object_fraction"] > result["thresholds"]["min_object_fraction"]
+    )
+
+
 def test_bad_benchmark_flags_are_refused():
     out = subprocess.run(
         [sys.executable, "jobs/benchmark.py", "pipeline", "--repeats", "0"],

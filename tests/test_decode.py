@@ -7,7 +7,8 @@ import sys
 
 import numpy as np
 import pyarrow as pa
-from test_images import encode, png_claiming, rgba_image
+from test_images import encode, png_claiming
+from test_views import cutout, photo
 
 from pipeline.decode import DecodeConfig, decode_batch, pixels_to_views
 
@@ -17,7 +18,7 @@ def test_decode_is_tensorflow_free():
 
 
 def batch_with_bad_rows() -> pa.Table:
-    good = encode(rgba_image(seed=1), "RGBA")
+    good = encode(cutout(), "RGBA")
     rows = [
         {"object_id": "good-a", "views": [good, good], "voxels": bytes(4096), "sku": 1},
         {"object_id": None, "views": [good], "voxels": None, "sku": 2},
@@ -74,7 +75,7 @@ def test_decode_batch_bad_rows_fail_alone():
 
 
 def test_carried_columns_and_reserved_names():
-    good = encode(rgba_image(), "RGB")
+    good = encode(photo(137), "RGB")
     batch = pa.table(
         {
             "object_id": ["a"],

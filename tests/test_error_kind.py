@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 from test_sink import model_rows
+from test_views import EMPTY, cut_short, encode, photo, text_bomb
 
 from pipeline import io
 from pipeline.decode import DecodeConfig, decode_batch
@@ -57,6 +58,9 @@ def test_every_stage_reason_has_its_kind():
         ({"object_id": "a", "views": [good, b"not an image"]}, "undecodable_image"),
         ({"object_id": "a", "views": [png(64, 64)[:6000]]}, "truncated_image"),
         ({"object_id": "a", "views": [png(300, 300)]}, "too_large"),
+        ({"object_id": "a", "views": [text_bomb()]}, "too_large"),
+        ({"object_id": "a", "views": [cut_short(encode(photo(180), "JPEG"))]}, "no_picture"),
+        ({"object_id": "a", "views": [EMPTY["black"], EMPTY["white"]]}, "empty_view"),
         ({"object_id": "a", "views": [good]}, None),
     ]
     found = reasons([r for r, _ in rows], max_pixels=200 * 200)
@@ -79,7 +83,14 @@ def test_every_stage_reason_has_its_kind():
     assert error_kind("inference: ValueError('bad batch')") == "inference"
     assert error_kind("internal: no grid for an ok row") == "internal"
     assert error_kind("something new") == "other"
-    assert set(ERROR_KINDS) >= {"read_error", "empty_views", "too_large", "other"}
+    assert set(ERROR_KINDS) >= {
+        "read_error",
+        "empty_views",
+        "too_large",
+        "no_picture",
+        "empty_view",
+    }
+    assert "other" in ERROR_KINDS
 
 
 @pytest.mark.parametrize("where", ["local", "s3"])

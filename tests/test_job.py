@@ -378,7 +378,9 @@ def test_demo_runs_with_no_arguments(demo_run):
 def test_row_byte_limit_refuses_before_decoding():
     from pipeline.decode import DecodeConfig, DecodeError, decode_views
 
-    view = _encode(np.full((40, 40, 3), 200, np.uint8), "RGB", "PNG")
+    pixels = np.full((40, 40, 3), 200, np.uint8)
+    pixels[10:30, 10:30] = 60  # an object: a uniform view would be refused as empty
+    view = _encode(pixels, "RGB", "PNG")
     config = DecodeConfig(image_size=16, max_row_bytes=2 * len(view))
     assert decode_views([view, view], config)[0].shape == (2, 16, 16, 3)
     # a row over the limit fails whole, naming the limit, without decoding a view
