@@ -50,6 +50,16 @@ def member(index: int) -> str:
     return f"g{index:06d}.npy"
 
 
+def _entry(name: str) -> zipfile.ZipInfo:
+    """A member with a fixed date (zip's epoch), so that the same rows always
+    make the same bytes: a shard is named by its bytes' digest, and a member
+    stamped with the time of writing would give a retry of the same rows a
+    shard of its own whenever it crossed zip's 2-second clock."""
+    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+    info.compress_type = zipfile.ZIP_DEFLATED
+    return info
+
+
 def encode(object_ids: list[str], grids: np.ndarray) -> tuple[bytes, np.ndarray, np.ndarray]:
     """A shard's bytes, and each grid's zip record: ``(data, offsets int64 [N],
     lengths int32 [N])``; ``grids`` is ``uint8 [N, 32, 32, 32]`` or ``[N * 32768]``."""
@@ -60,9 +70,9 @@ def encode(object_ids: list[str], grids: np.ndarray) -> tuple[bytes, np.ndarray,
     ids = BytesIO()
     np.lib.format.write_array(ids, np.asarray(object_ids, dtype=np.str_), allow_pickle=False)
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr(f"{IDS}.npy", ids.getvalue())
+        archive.writestr(_entry(f"{IDS}.npy"), ids.getvalue())
         for i, grid in enumerate(grids):
-            archive.writestr(member(i), NPY_HEADER + grid.tobytes())
+            archive.writestr(_entry(member(i)), NPY_HEADER + grid.tobytes())
         records = archive.infolist()[1:]
     offsets = np.array([r.header_offset for r in records], np.int64)
     lengths = np.array(

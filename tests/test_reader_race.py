@@ -67,7 +67,7 @@ def test_reads_beside_a_folding_job_never_fail_repeat_or_go_back(tmp_path, monke
     )
     gone: list[str] = []  # how often a listed file was gone when opened
     counting_missing(monkeypatch, output_index, "read_table", gone)
-    counting_missing(monkeypatch, output_index, "read_info", gone)
+    counting_missing(monkeypatch, output_index, "_read_part", gone)
     try:
         reader = Output(output)
         last_ok = last_rows = loops = 0
