@@ -787,11 +787,15 @@ def h200_latency(preset: str, views: int = 5) -> dict:
 
     net = build(preset)
     flops = count_flops(net, 1, views)
+    size = int(net.input["views"].shape[1])
+    per_object_us = round(flops / H200_FLOPS * 1e6, 3)
     return {
-        "image_size": int(net.input["views"].shape[1]),
+        "image_size": size,
         "gflops_per_object": round(flops / 1e9, 3),
-        "per_object_us": round(flops / H200_FLOPS * 1e6, 3),
+        "per_object_us": per_object_us,
         "latency_ms": H200_CALL_MS,
+        # the --stand-in value that waits as this preset would on one H200
+        "spec": f"image_size={size},latency_ms={H200_CALL_MS},per_object_us={per_object_us}",
     }
 
 
@@ -1019,33 +1023,26 @@ def bench_feed(args: argparse.Namespace) -> dict:
         result["zero_latency"] = zero
         # everything in the actor's process per object (Ray Data's share too)
         result["actor_host_us_per_object"] = {s: z["host_us_per_object"] for s, z in zero.items()}
-        busy = {}
-        for preset, lat in latencies.items():
-            size = lat["image_size"]
-            spec = (
-                f"image_size={size},latency_ms={lat['latency_ms']},"
-                f"per_object_us={lat['per_object_us']}"
-            )
-            busy[preset] = feed_actor(blocks[size], size, args.batch, spec, args.feed_blocks)
+
+        def h200_feeds(batch: int) -> dict:
+            feeds = {}
+            for preset, lat in latencies.items():
+                size = lat["image_size"]
+                feeds[preset] = feed_actor(blocks[size], size, batch, lat["spec"], args.feed_blocks)
+            return feeds
+
+        busy = h200_feeds(args.batch)
         result["h200_feed"] = busy
         result["busy_fraction"] = {p: b["busy_fraction"] for p, b in busy.items()}
         # the reason for the GPU default: the same feeds at the CPU's batch size
-        small = {}
-        for preset, lat in latencies.items():
-            size = lat["image_size"]
-            spec = (
-                f"image_size={size},latency_ms={lat['latency_ms']},"
-                f"per_object_us={lat['per_object_us']}"
-            )
-            small[preset] = feed_actor(blocks[size], size, 16, spec, args.feed_blocks)
+        small = h200_feeds(16)
         result["h200_feed_batch16"] = small
         result["stats_load"] = stats_load()
         print(json.dumps(result), file=sys.stderr, flush=True)
     finally:
         ray.shutdown()
 
-    lat = latencies["compact-wide"]
-    spec = f"latency_ms={lat['latency_ms']},per_object_us={lat['per_object_us']}"
+    spec = latencies["compact-wide"]["spec"]
     # Calls of 32 rows: the actor's window from its first call to its last is the
     # stream's steady state (startup, model load and the last commits left out).
     rows = str(args.job_block_rows)
