@@ -233,9 +233,9 @@ class Lease:
             LeaseHeld: a live driver holds the output, or another claimed the
                 same generation first.
         """
-        self._wait_for_holder()
-        newest = current_generation(self.output, self.options)
-        self.generation = newest + 1
+        # Claim the generation after the one that was judged: a driver that
+        # claimed in between (after this one looked) makes the claim fail.
+        self.generation = self._wait_for_holder() + 1
         if not create_exclusive(
             claim_url(self.output, self.generation), self._body(), self.options
         ):
@@ -261,11 +261,12 @@ class Lease:
                 return claim, None, newest
         return None, None, newest
 
-    def _wait_for_holder(self) -> None:
-        """Return when the output's holder is gone; raise if it lives."""
+    def _wait_for_holder(self) -> int:
+        """Return the newest generation once the output's holder is gone; raise
+        if it lives."""
         lease, raw, newest = self._holder()
         if lease is None:
-            return
+            return newest
         held = (
             f"output {self.output} is in use by another run of the job "
             f"({self._describe(lease)}). Wait for it to finish, or write to another --output."
@@ -283,10 +284,10 @@ class Lease:
             self.say(
                 f"lease: the last run on this output ({self._describe(lease)}) is gone; taking over"
             )
-            return
+            return newest
         if self.take:
             self.say(f"lease: taking the output from {self._describe(lease)} (--take-lease)")
-            return
+            return newest
         ttl = self.ttl
         if not unreadable:
             with contextlib.suppress(TypeError, ValueError):
@@ -305,6 +306,7 @@ class Lease:
             if now_newest != newest or (now_raw is not None and now_raw != raw):
                 raise LeaseHeld(held)
         self.say(f"lease: it did not change for {ttl:.0f} s; taking over")
+        return newest
 
     # --- holding ------------------------------------------------------------------------
 

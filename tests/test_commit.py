@@ -88,7 +88,9 @@ from pipeline.lease import Lease, LeaseHeld
 lease = Lease({out!r}, say=lambda s: None)
 time.sleep(max(0.0, {go} - time.time()))
 try:
-    lease.acquire(); print("held", lease.generation, flush=True); time.sleep(4); lease.release()
+    lease.acquire(); print("held", lease.generation, flush=True)
+    time.sleep(max(0.0, {go} + 15 - time.time()))  # held until every process has tried
+    lease.release()
 except LeaseHeld as exc:
     print("refused", exc, flush=True)
 """
@@ -102,6 +104,29 @@ except LeaseHeld as exc:
     assert len(held) == 1, said
     assert all("refused" in s for s in said if s not in held), said
     assert current_generation(out) == 1  # one claim, one number
+
+
+def test_a_claim_made_between_looking_and_claiming_wins(root):
+    """A driver that found the output free, then lost the race to one that
+    claimed while it was still deciding, is refused; it does not claim the next
+    number over the winner's head."""
+    out = io.join(root, "out")
+    winner = Lease(out, say=lambda s: None)
+
+    class Slow(Lease):
+        def _wait_for_holder(self) -> int:
+            judged = super()._wait_for_holder()
+            winner.acquire()  # the other driver claims now, after this one looked
+            return judged
+
+    slow = Slow(out, say=lambda s: None)
+    try:
+        with pytest.raises(LeaseHeld, match="claimed generation 1 first"):
+            slow.acquire()
+        assert winner.generation == 1 and current_generation(out) == 1
+        assert winner.lost is None
+    finally:
+        winner.release()
 
 
 HOLDER = """
