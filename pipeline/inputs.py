@@ -40,6 +40,7 @@ and without a Python loop over rows; canonical input passes through untouched):
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -107,12 +108,14 @@ class FileInfo:
         url: the file.
         size: bytes.
         version: ``etag:<ETag>`` on S3, ``mtime:<seconds>`` on local disk (what
-            the filesystem offers), or None; with ``size``, tells whether the
-            file changed since it was scanned.
+            the filesystem offers), or None: what the store says, which changes
+            when the file is touched, copied or re-uploaded with the same bytes.
         num_rows: rows in the file.
         row_groups: rows in each row group, in order.
         schema: the file's Arrow schema, without its metadata (shared between
             files with the same schema).
+        content: ``footer_digest`` of the file: what it holds, whatever its name,
+            mtime or ETag.
     """
 
     url: str
@@ -121,6 +124,7 @@ class FileInfo:
     num_rows: int
     row_groups: tuple[int, ...]
     schema: pa.Schema
+    content: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -740,7 +744,22 @@ def _read_footer(url: str, resolve: _Resolver, known: Mapping[str, Any] | None) 
             known = getattr(f, "details", None)  # s3fs: the HEAD it made to open
     if not isinstance(known, Mapping) or known.get("size") is None:
         known = fs.info(path)
-    return FileInfo(url, int(known["size"]), _version(known), num_rows, row_groups, schema)
+    size = int(known["size"])
+    content = footer_digest(metadata, size)
+    return FileInfo(url, size, _version(known), num_rows, row_groups, schema, content)
+
+
+def footer_digest(metadata: pq.FileMetaData, size: int) -> str:
+    """The file's content as its footer shows it: a digest of the file's size
+    and its footer's bytes (schema, and the row count, byte range, sizes and
+    statistics of every column chunk of every row group). A copy, a touch, a
+    restore or a re-upload keeps it; rewriting the rows changes it. Costs
+    re-serializing the footer (~7 ms for 5,000 row groups, 1 MB)."""
+    stream = pa.BufferOutputStream()
+    metadata.write_metadata_file(stream)  # PAR1 + the footer's thrift bytes + length + PAR1
+    digest = hashlib.sha256(size.to_bytes(8, "little"))
+    digest.update(memoryview(stream.getvalue()))
+    return digest.hexdigest()[:32]
 
 
 def _version(details: Mapping[str, Any]) -> str | None:
@@ -757,7 +776,9 @@ def _version(details: Mapping[str, Any]) -> str | None:
 def _replace_schema(info: FileInfo, schema: pa.Schema) -> FileInfo:
     if info.schema is schema:
         return info
-    return FileInfo(info.url, info.size, info.version, info.num_rows, info.row_groups, schema)
+    return FileInfo(
+        info.url, info.size, info.version, info.num_rows, info.row_groups, schema, info.content
+    )
 
 
 def _read_error(exc: Exception, url: str, row_group: int) -> Exception:

@@ -213,7 +213,7 @@ def preflight(config: JobConfig) -> Preflight:
         raise
     except Exception as exc:
         raise io.explain(exc, config.output, "output", out_options) from None
-    files = [plan.InputFile(f.url, f.size, f.version or "", f.row_groups) for f in scan.usable]
+    files = _input_files(scan)
     try:
         read_plan = plan.plan(files, committed.coverage, config.limit)
     except plan.InputChanged as exc:
@@ -227,6 +227,13 @@ def preflight(config: JobConfig) -> Preflight:
         if not found:
             raise io.StorageError(f"cannot use model {config.model}: it does not exist.")
     return Preflight(scan=scan, committed=committed, read_plan=read_plan, previous=previous)
+
+
+def _input_files(scan: inputs.Scan) -> list[plan.InputFile]:
+    """What planning needs of the usable input files."""
+    return [
+        plan.InputFile(f.url, f.size, f.version or "", f.row_groups, f.content) for f in scan.usable
+    ]
 
 
 class ForeignOutput(io.StorageError):
@@ -662,9 +669,7 @@ def _finish(
     )
     current = index.state(config.output, out_options)
     checked = verify.check(config.output, out_options, current=current)
-    files = [
-        plan.InputFile(f.url, f.size, f.version or "", f.row_groups) for f in found.scan.usable
-    ]
+    files = _input_files(found.scan)
     left = plan.plan(files, current.coverage(), config.limit).rows_todo
     report = summary.build_summary(
         rows_ok=rows_ok,

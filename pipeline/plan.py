@@ -110,6 +110,7 @@ class Fragment:
         rows: rows to consider (the row group's, or fewer under a --limit).
         key: the fragment key (see :func:`fragment_key`).
         done: committed row ranges; a read task skips these rows.
+        content: the file's ``inputs.footer_digest`` when it was planned.
     """
 
     file: str
@@ -117,6 +118,7 @@ class Fragment:
     rows: int
     key: str
     done: tuple[tuple[int, int], ...] = ()
+    content: str = ""
 
     @property
     def todo(self) -> int:
@@ -131,6 +133,7 @@ class InputFile:
     size: int
     version: str
     row_groups: tuple[int, ...]  # rows per row group
+    content: str = ""  # inputs.footer_digest: the file's content, whatever its name
 
 
 @dataclass(frozen=True)
@@ -177,7 +180,7 @@ def plan(files: Iterable[InputFile], coverage: Mapping[str, Ranges], limit: int 
                 if n <= 0:
                     break
             done = tuple((a, min(b, n)) for a, b in coverage.get(key, ()) if a < n)
-            fragment = Fragment(f.url, g, n, key, done)
+            fragment = Fragment(f.url, g, n, key, done, f.content)
             total += n
             committed += n - fragment.todo
             if fragment.todo:
