@@ -100,6 +100,25 @@ def location(url: str) -> str:
     return f"{scheme}://{posixpath.normpath(rest).rstrip('/')}"
 
 
+def canonical_url(url: str) -> str:
+    """The one spelling of a file or folder URL that identifies it: local paths
+    (``file://`` and ``local://`` too) made absolute and resolved through
+    symlinks, ``.``/``..`` and repeated slashes, no trailing slash; ``s3a://``
+    and ``s3n://`` as ``s3://``, with the key's path normalised the same way
+    (S3 keys are not resolved further: ``a//b`` is collapsed because every
+    store and fsspec treat it as ``a/b``). Chained URLs (``a::b``) are left as
+    given."""
+    if "::" in url:
+        return url
+    scheme, _, rest = url.partition("://") if "://" in url else ("", "", url)
+    if scheme in ("", "file", "local"):
+        return os.path.realpath(os.path.abspath(rest or "."))
+    if scheme in ("s3a", "s3n"):
+        scheme = "s3"
+    path = posixpath.normpath("/" + rest).lstrip("/")
+    return f"{scheme}://{path}" if path != "." else f"{scheme}://"
+
+
 def overlap_problems(input_url: str, output_url: str) -> list[str]:
     """Why an output cannot go where it was asked: empty, a filesystem root, a
     bucket's root, or equal to, inside or around the input (a rerun would read

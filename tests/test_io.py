@@ -142,3 +142,24 @@ def test_no_stale_listing_hides_a_file_written_by_another_process(s3_bucket, s3_
     assert io.list_files(io.join(url, "manifests"), ".parquet") == [
         f"s3://{s3_bucket}/grids/manifests/a.parquet"
     ]
+
+
+def test_canonical_url_gives_one_spelling_per_location(tmp_path, monkeypatch):
+    real = tmp_path / "catalog"
+    (real / "sub").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(real)
+    monkeypatch.chdir(tmp_path)
+    spellings = [
+        str(real),
+        f"{real}/",
+        f"{tmp_path}//catalog",
+        f"{real}/./sub/..",
+        f"file://{real}",
+        f"local://{real}",
+        "catalog",
+        "./link/",
+    ]
+    assert {io.canonical_url(s) for s in spellings} == {str(real)}
+    s3 = ["s3://b/cat", "s3://b//cat/", "s3a://b/cat", "s3n://b/x/../cat/.", "s3://b/./cat"]
+    assert {io.canonical_url(s) for s in s3} == {"s3://b/cat"}
+    assert io.canonical_url("s3://b/cat") != io.canonical_url("s3://b/Cat")  # case-sensitive keys
