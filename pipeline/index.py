@@ -460,9 +460,11 @@ def _read_table(current: State, columns, options, filters, threads) -> pa.Table:
     tables = _map(read, urls, threads)
     lacking = [u for u, t in zip(urls, tables, strict=True) if t is None]
     if lacking:  # rare: reruns that carried other columns
-        schema = pa.unify_schemas(
-            _map(lambda u: _schema(u, options), urls), promote_options="permissive"
-        )
+        schemas = _map(lambda u: _schema(u, options), urls)
+        try:
+            schema = pa.unify_schemas(schemas, promote_options="permissive")
+        except (pa.ArrowTypeError, pa.ArrowInvalid) as exc:
+            raise _mixed(exc, schemas, urls) from None
         for position, url in enumerate(urls):
             if tables[position] is None:
                 try:
@@ -474,7 +476,7 @@ def _read_table(current: State, columns, options, filters, threads) -> pa.Table:
                     ) from None
                 keep = [c for c in (columns or schema.names) if c in table.column_names]
                 tables[position] = table.select(keep)
-    table = pa.concat_tables(tables, promote_options="permissive")
+    table = _concat(tables, urls)
     if columns is not None:
         table = table.select([c for c in columns if c in table.column_names])
     return table
@@ -553,11 +555,64 @@ def _gather(output: str, sources: list[tuple[Entry, str | None]], options) -> pa
     tables = _map(lambda u: _read(u, options), urls)
     if not tables:
         return MANIFEST_SCHEMA.empty_table()
-    schema = pa.unify_schemas(
-        [MANIFEST_SCHEMA, *(t.schema.remove_metadata() for t in tables)],
-        promote_options="permissive",
-    )
+    try:
+        schema = pa.unify_schemas(
+            [MANIFEST_SCHEMA, *(t.schema.remove_metadata() for t in tables)],
+            promote_options="permissive",
+        )
+    except (pa.ArrowTypeError, pa.ArrowInvalid) as exc:
+        raise _mixed(exc, [t.schema for t in tables], urls) from None
     return pa.concat_tables([_conform(t, schema) for t in tables])
+
+
+class MixedTypes(ValueError):
+    """Files of an output that hold a column in types no reader can combine."""
+
+
+def column_types(
+    current: State, options: Mapping[str, Any] | None = None, threads: int = THREADS
+) -> dict[str, dict[pa.DataType, str]]:
+    """The carried columns of an output (every column but the manifest's own),
+    each type found and the first file holding it, from the schemas of its
+    index parts and pending manifests: their footers, none of their rows."""
+    urls = [f.url for f in current.files]
+    found: dict[str, dict[pa.DataType, str]] = {}
+    for url, schema in zip(urls, _map(lambda u: _schema(u, options), urls, threads), strict=True):
+        for f in schema:
+            if f.name not in MANIFEST_SCHEMA.names:
+                found.setdefault(f.name, {}).setdefault(f.type, url)
+    return found
+
+
+def _concat(tables: list[pa.Table], urls: list[str]) -> pa.Table:
+    try:
+        return pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowTypeError, pa.ArrowInvalid) as exc:
+        raise _mixed(exc, [t.schema for t in tables], urls) from None
+
+
+def _mixed(exc: Exception, schemas: list[pa.Schema], urls: list[str]) -> Exception:
+    """A ``MixedTypes`` naming the first column whose types cannot be combined,
+    both types and a file of each (an output written before voxray refused a
+    carried column's change of type); ``exc`` itself when none is found."""
+    seen: dict[str, tuple[pa.DataType, str]] = {}
+    for schema, url in zip(schemas, urls, strict=True):
+        for f in schema:
+            if pa.types.is_null(f.type):
+                continue
+            kind, where = seen.setdefault(f.name, (f.type, url))
+            try:
+                pa.unify_schemas(
+                    [pa.schema([(f.name, kind)]), pa.schema([f])], promote_options="permissive"
+                )
+            except (pa.ArrowTypeError, pa.ArrowInvalid):
+                return MixedTypes(
+                    f"the output's column {f.name!r} is {kind} in {where} and {f.type} in {url}: "
+                    "its manifests were written by runs whose input held the column in different "
+                    "types. Read the other columns (Output.manifests(columns=[...]) without it), "
+                    "or rewrite one side's files with the column cast to the other's type."
+                )
+    return exc
 
 
 def _write_part(
