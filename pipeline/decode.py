@@ -165,14 +165,14 @@ def decode_batch(batch: pa.Table, config: DecodeConfig) -> pa.Table:
 
     Args:
         batch: input rows (``object_id``, ``views``, optional ``voxels``, ...),
-            with the ``row_key`` the job's reader gives each row and their
-            other columns already under their carried names
-            (``pipeline.plan.read_fragment``). Rows without a ``row_key`` are
+            with the ``row_key`` and ``read_error`` the job's reader gives
+            each row and their other columns already under their carried
+            names (``pipeline.plan.read_fragment``). Rows with neither are
             input rows as written: keyed by ``object_id`` (see :func:`row_key`),
             their columns named here (``pipeline.columns.carried_name``).
         config: model input size and limits.
     """
-    if "row_key" not in batch.column_names:
+    if not {"row_key", READ_ERROR} & set(batch.column_names):
         batch = carry(batch)
     n = batch.num_rows
     ids = batch.column("object_id").to_pylist() if "object_id" in batch.column_names else [None] * n
