@@ -291,13 +291,16 @@ def scan_input(url: str, options: dict[str, Any], skip_bad_files: bool = False) 
         listing = io.list_input(url, options)
     except Exception as exc:
         raise io.explain(exc, url, "input", options) from None
-    if not listing.files:
+    scan = inputs.scan(listing.files, options) if listing.files else None
+    if scan is not None:
+        scan = _set_aside_non_parquet(scan, listing, options)
+    left_out = replace(listing, skipped=scan.skipped if scan else listing.skipped).report()
+    if scan is None or not (scan.files or scan.unreadable):
         raise io.StorageError(
-            f"cannot use input {url}: it holds no Parquet files.\n{listing.report()}".strip()
+            f"cannot use input {url}: it holds no Parquet files.\n{left_out}".strip()
         )
-    scan = _set_aside_non_parquet(inputs.scan(listing.files, options), listing, options)
-    if scan.skipped:
-        print(f"input: {replace(listing, skipped=scan.skipped).report()}")
+    if left_out:
+        print(f"input: {left_out}")
     if not scan.usable:
         raise io.StorageError(f"cannot use input {url}: no file can be used.\n{scan.report()}")
     if not scan.ok:

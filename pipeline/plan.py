@@ -199,7 +199,9 @@ def read_fragment(
     retry_seconds: float = io.RETRY_SECONDS,
 ) -> Iterator[pa.Table]:
     """The fragment's rows that are not committed, as tables of at most
-    ``batch_rows`` rows with a ``row_key`` and a ``read_error`` column. A
+    ``batch_rows`` rows with a ``row_key`` and a ``read_error`` column, and
+    the input's other columns under their manifest names
+    (``pipeline.columns.carried_name``). A
     transient storage error (an outage, throttling) re-opens the file and
     carries on after the rows already given, for at most ``retry_seconds``. A
     row group that cannot be read (a corrupt page the footer did not show)

@@ -159,12 +159,20 @@ def test_a_bare_file_is_parquet_by_content(tmp_path):
     """No suffix: not Parquet at all is left out and named; a damaged Parquet
     file (PAR1 at its start, its footer cut off) stays an unreadable file."""
     root = tmp_path / "catalog"
-    (root / "category=chairs").mkdir(parents=True)
-    (root / "category=chairs" / "000000_0").write_bytes(parquet(rows(0, 2)))
+    root.mkdir()
     (root / "LICENSE").write_bytes(b"MIT\n")
+    (root / "_SUCCESS").write_bytes(b"")
+    with pytest.raises(
+        io.StorageError, match=r"holds no Parquet files.\n(.|\n)*LICENSE: not Parquet"
+    ):
+        scan_input(str(root), {})
+
+    (root / "category=chairs").mkdir()
+    (root / "category=chairs" / "000000_0").write_bytes(parquet(rows(0, 2)))
     scan = scan_input(str(root), {})
     assert [f.url for f in scan.files] == [str(root / "category=chairs" / "000000_0")]
-    assert dict(scan.skipped) == {str(root / "LICENSE"): "not Parquet (no PAR1 at its start)"}
+    assert dict(scan.skipped)[str(root / "LICENSE")] == "not Parquet (no PAR1 at its start)"
+    assert len(scan.skipped) == 2  # and _SUCCESS
 
     (root / "000001_0").write_bytes(parquet(rows(2, 2))[:-100])
     with pytest.raises(io.StorageError, match="000001_0"):
@@ -194,6 +202,16 @@ def test_a_run_over_a_spark_folder_reads_every_row_once(
     else:
         root, output = str(tmp_path / "catalog"), str(tmp_path / "grids")
     ids = spark_like(root)
+    ignored = len(LEFT_OUT) + 1  # and README, found not Parquet by its content
+    if storage == "local":  # a folder linked twice, and a loop back into the input
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        (elsewhere / "part-0.parquet").write_bytes(parquet(rows(10, 2)))
+        os.symlink(elsewhere, tmp_path / "catalog" / "linked")
+        os.symlink(elsewhere, tmp_path / "catalog" / "linked-again")
+        os.symlink(tmp_path / "catalog", elsewhere / "up")
+        ids |= {"obj-10", "obj-11"}
+        ignored += 2
     args = ["--input", root, "--output", output, "--stand-in", "latency_ms=0"]
     code, out, err = run_job(args, capsys)
     assert code == 0, err
@@ -201,7 +219,6 @@ def test_a_run_over_a_spark_folder_reads_every_row_once(
     assert sorted(table.column("object_id").to_pylist()) == sorted(ids)  # each once
     assert set(table.column("status").to_pylist()) == {"ok"}
 
-    ignored = len(LEFT_OUT) + 1  # and README, found not Parquet by its content
     assert f"{ignored} file(s) or folder(s) under the input are not read" in out
     assert f"ignored   {ignored} file(s) or folder(s)" in out
     record = summary.read_runs(output)[-1]
