@@ -75,11 +75,29 @@ def case_twins(names: Iterable[str]) -> list[tuple[str, str]]:
     return pairs
 
 
+def fits(held: pa.DataType, new: pa.DataType) -> bool:
+    """Whether the held type holds every value of the new one unchanged:
+    ``pipeline.inputs.widen`` of the two is the held type (``int32`` or null
+    into ``int64``, ``float32`` into ``float64``), or both are text (or both
+    bytes) in another layout (``large_string`` as written by Polars into
+    ``string``: a carried value is far below 2 GiB)."""
+    from pipeline.inputs import widen  # the input's type rules (Parquet, numpy): loaded late
+
+    if widen(held, new) == held:
+        return True
+    return any(held in family and new in family for family in _LAYOUTS)
+
+
+_LAYOUTS = (
+    (pa.string(), pa.large_string(), pa.string_view()),
+    (pa.binary(), pa.large_binary(), pa.binary_view()),
+)
+
+
 def agree_with_output(scan, held: Mapping[str, Mapping[pa.DataType, str]]):
     """``scan`` (a ``pipeline.inputs.Scan``) with each carried column in the
-    type the output holds: a column whose new type widens into the held one
-    without changing a value (``pipeline.inputs.widen``: ``int32`` into
-    ``int64``, null into anything) is read as the held type, so every manifest
+    type the output holds: a column whose values the held type holds
+    unchanged (:func:`fits`) is read as the held type, so every manifest
     agrees; any other difference is refused before any work.
 
     Args:
@@ -90,15 +108,13 @@ def agree_with_output(scan, held: Mapping[str, Mapping[pa.DataType, str]]):
     Raises:
         TypeDrift: naming an input file, the column, the held and the new type.
     """
-    from pipeline.inputs import widen
-
     fields = []
     for f in scan.schema:
         types = {t: url for t, url in held.get(carried_name(f.name), {}).items() if t != pa.null()}
         if f.name in INPUT_COLUMNS or not types or set(types) == {f.type}:
             fields.append(f)
             continue
-        if len(types) == 1 and widen(next(iter(types)), f.type) == next(iter(types)):
+        if len(types) == 1 and fits(next(iter(types)), f.type):
             fields.append(f.with_type(next(iter(types))))
             continue
         raise TypeDrift(_drift(scan, f, types))
@@ -109,14 +125,12 @@ def agree_with_output(scan, held: Mapping[str, Mapping[pa.DataType, str]]):
 
 def _drift(scan, f: pa.Field, types: Mapping[pa.DataType, str]) -> str:
     """The refusal: the first input file whose type of the column does not fit."""
-    from pipeline.inputs import widen
-
     where, found = "the input", f.type
     for info in scan.usable:
         if f.name in info.schema.names:
             kind = info.schema.field(f.name).type
             kind = kind.value_type if pa.types.is_dictionary(kind) else kind
-            if len(types) > 1 or widen(next(iter(types)), kind) != next(iter(types)):
+            if len(types) > 1 or not fits(next(iter(types)), kind):
                 where, found = info.url, kind
                 break
     held = " and ".join(f"{t} (as in {url})" for t, url in types.items())

@@ -200,3 +200,30 @@ def test_an_output_that_already_mixes_types_is_named_by_its_readers(tmp_path):
     (catalog / "part-0.parquet").write_bytes(parquet(rows(0, 1)))
     with pytest.raises(TypeDrift, match=r"(int64|string) \(as in .*\) and (int64|string)"):
         agree_with_output(scan_input(str(catalog), {}), resume.load_committed(out).types)
+
+
+@pytest.mark.parametrize(
+    "held, new, read_as",
+    [
+        (pa.int64(), pa.int32(), pa.int64()),  # fits: read as held
+        (pa.float64(), pa.float32(), pa.float64()),
+        (pa.string(), pa.large_string(), pa.string()),  # Polars' strings into pandas'
+        (pa.null(), pa.string(), pa.string()),  # nothing held yet
+        (pa.int64(), pa.null(), pa.int64()),
+        (pa.int32(), pa.int64(), None),  # would not fit: refused
+        (pa.int64(), pa.float64(), None),
+        (pa.int64(), pa.string(), None),
+    ],
+)
+def test_the_type_rule_against_what_the_output_holds(tmp_path, held, new, read_as):
+    catalog = tmp_path / "catalog"
+    catalog.mkdir()
+    table = rows(0, 1).set_column(2, "sku", pa.array([None], new))
+    (catalog / "part-0.parquet").write_bytes(parquet(table))
+    scan = scan_input(str(catalog), {})
+    holding = {"sku": {held: "out/manifests/m.parquet"}}
+    if read_as is None:
+        with pytest.raises(TypeDrift, match=rf"'sku' is {new}, .* hold 'sku' as {held} \(as in"):
+            agree_with_output(scan, holding)
+    else:
+        assert agree_with_output(scan, holding).schema.field("sku").type == read_as
