@@ -105,6 +105,7 @@ class Entry:
     counts: dict[str, Any]
     generation: int = 0
     shard: dict[str, Any] | None = None  # {"path", "bytes"} when it has ok rows
+    types: dict[str, pa.DataType] | None = None  # carried columns, when its footer was read
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -144,6 +145,7 @@ class Part:
     entries: list[Entry]
     generation: int = 0
     problem: str | None = None  # why it cannot be trusted as it stands (read as such)
+    types: dict[str, pa.DataType] | None = None  # its carried columns (from its footer)
 
     @property
     def names(self) -> set[str]:
@@ -291,7 +293,16 @@ def read_entry(url: str, identity: str, options: Mapping[str, Any] | None) -> En
         raise
     except Exception as exc:
         return Rejected(url, f"unreadable metadata ({type(exc).__name__}: {str(exc)[:200]})")
-    return Entry(name, url, identity, meta.num_rows, coverage, counts, generation, shard)
+    return Entry(
+        name, url, identity, meta.num_rows, coverage, counts, generation, shard,
+        types=_carried_types(meta),
+    )  # fmt: skip
+
+
+def _carried_types(meta: pq.FileMetaData) -> dict[str, pa.DataType]:
+    """The types of a manifest's or part's carried columns (all but the manifest's own)."""
+    schema = meta.schema.to_arrow_schema()
+    return {f.name: f.type for f in schema if f.name not in MANIFEST_SCHEMA.names}
 
 
 def _read_part(url: str, output: str, options) -> Part:
@@ -305,7 +316,8 @@ def _read_part(url: str, output: str, options) -> Part:
     if ENTRIES_KEY not in kv:  # an older voxray's part: rebuilt from the manifests
         return Part(url, meta.num_rows, [], problem="written by an older voxray")
     entries = [Entry.from_json(output, d) for d in json.loads(kv[ENTRIES_KEY])]
-    return Part(url, meta.num_rows, entries, int(kv.get(GENERATION_KEY, b"0")))
+    generation = int(kv.get(GENERATION_KEY, b"0"))
+    return Part(url, meta.num_rows, entries, generation, types=_carried_types(meta))
 
 
 def state(output: str, options: Mapping[str, Any] | None = None) -> State:
@@ -570,17 +582,20 @@ class MixedTypes(ValueError):
 
 
 def column_types(
-    current: State, options: Mapping[str, Any] | None = None, threads: int = THREADS
+    current: State, options: Mapping[str, Any] | None = None
 ) -> dict[str, dict[pa.DataType, str]]:
     """The carried columns of an output (every column but the manifest's own),
-    each type found and the first file holding it, from the schemas of its
-    index parts and pending manifests: their footers, none of their rows."""
-    urls = [f.url for f in current.files]
+    each type found and the first file holding it: from the footers of its
+    index parts and pending manifests as ``state`` read them (a manifest kept
+    from a part set aside, whose footer ``state`` did not read, is read now)."""
+    files = current.files
+    unread = [f.url for f in files if f.types is None]
+    types = _map(lambda u: _carried_types(_metadata(u, options)), unread)
+    read = dict(zip(unread, types, strict=True))
     found: dict[str, dict[pa.DataType, str]] = {}
-    for url, schema in zip(urls, _map(lambda u: _schema(u, options), urls, threads), strict=True):
-        for f in schema:
-            if f.name not in MANIFEST_SCHEMA.names:
-                found.setdefault(f.name, {}).setdefault(f.type, url)
+    for f in files:
+        for name, kind in (read[f.url] if f.types is None else f.types).items():
+            found.setdefault(name, {}).setdefault(kind, f.url)
     return found
 
 
