@@ -356,7 +356,7 @@ class Listing:
             their content says so (the ``PAR1`` magic), which their footer read
             shows (:func:`is_parquet` tells a file that is not Parquet from a
             damaged one).
-        skipped: ``(url, why)`` for each file or folder left out, in order.
+        skipped: ``(url, why)`` for each file or folder left out, by URL.
     """
 
     files: list[str]
@@ -392,6 +392,11 @@ def _kind(name: str) -> str | None:
     return "bare" if "." not in name else None
 
 
+_NOT_PARQUET_NAME = (
+    f"not a Parquet file name (Parquet: {', '.join(PARQUET_SUFFIXES)}, or no suffix)"
+)
+
+
 def _why_hidden(name: str, folder: bool) -> str:
     what = "a folder" if folder else "a file"
     return f"{what} whose name starts with {name[0]!r} (bookkeeping or hidden, never input)"
@@ -424,14 +429,7 @@ def list_input(url: str, options: Mapping[str, Any] | None = None) -> Listing:
         name = posixpath.basename(where)
         kind = _kind(name)
         if kind is None:
-            skipped.append(
-                (
-                    where,
-                    "not a Parquet file name (Parquet: "
-                    + ", ".join(PARQUET_SUFFIXES)
-                    + ", or no suffix)",
-                )
-            )
+            skipped.append((where, _NOT_PARQUET_NAME))
             continue
         canonical = canonical_url(where)
         if canonical in files:
@@ -440,7 +438,7 @@ def list_input(url: str, options: Mapping[str, Any] | None = None) -> Listing:
         files[canonical] = where
         if kind == "bare":
             bare.add(canonical)
-    return Listing(sorted(files), frozenset(bare), skipped)
+    return Listing(sorted(files), frozenset(bare), sorted(skipped))
 
 
 def _list_flat(fs: fsspec.AbstractFileSystem, path: str, url: str):
