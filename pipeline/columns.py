@@ -21,7 +21,7 @@ equal up to case: ``pipeline.inputs`` refuses them, naming both.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 import pyarrow as pa
 
@@ -36,7 +36,7 @@ INPUT_COLUMNS = ("object_id", "views", "voxels")
 # manifest's own, the reader's, and the payloads between stages.
 RESERVED_COLUMNS = (
     *MANIFEST_SCHEMA.names,
-    "read_error",
+    "read_error",  # pipeline.plan.READ_ERROR (plan imports this module)
     "pixels",
     "probabilities",
     "voxels",
@@ -62,17 +62,6 @@ def carry(table: pa.Table) -> pa.Table:
     under its carried name."""
     names = [c if c in INPUT_COLUMNS else carried_name(c) for c in table.column_names]
     return table if names == table.column_names else table.rename_columns(names)
-
-
-def case_twins(names: Iterable[str]) -> list[tuple[str, str]]:
-    """Pairs of ``names`` equal up to case (each later one with the first)."""
-    first: dict[str, str] = {}
-    pairs = []
-    for name in names:
-        seen = first.setdefault(name.lower(), name)
-        if seen != name:
-            pairs.append((seen, name))
-    return pairs
 
 
 def fits(held: pa.DataType, new: pa.DataType) -> bool:
