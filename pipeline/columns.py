@@ -87,7 +87,9 @@ def agree_with_output(scan, held: Mapping[str, Mapping[pa.DataType, str]]):
     """``scan`` (a ``pipeline.inputs.Scan``) with each carried column in the
     type the output holds: a column whose values the held type holds
     unchanged (:func:`fits`) is read as the held type, so every manifest
-    agrees; any other difference is refused before any work.
+    agrees; any other difference is refused before any work, and so is an
+    output whose manifests already hold a column in types no reader combines
+    (written before this check: its index could not be folded).
 
     Args:
         scan: the input's scan; its ``schema`` is the read schema.
@@ -95,37 +97,61 @@ def agree_with_output(scan, held: Mapping[str, Mapping[pa.DataType, str]]):
             and a file that holds it (``pipeline.index.column_types``).
 
     Raises:
-        TypeDrift: naming an input file, the column, the held and the new type.
+        TypeDrift: naming an input file, the column, the held and the new type;
+            or the output's column and its types, with a file of each.
     """
+    for name, types in held.items():
+        if _held_type(types) is None:
+            raise TypeDrift(
+                f"cannot add to the output: its manifests hold column {name!r} as "
+                f"{_listed(types)}, which no reader combines (written before voxray refused a "
+                "change of a column's type). Rewrite one side's manifests with the column cast "
+                "to the other's type, or write to a new --output."
+            )
     fields = []
     for f in scan.schema:
-        types = {t: url for t, url in held.get(carried_name(f.name), {}).items() if t != pa.null()}
-        if f.name in INPUT_COLUMNS or not types or set(types) == {f.type}:
+        target = _held_type(held.get(carried_name(f.name), {}))
+        if f.name in INPUT_COLUMNS or target in (pa.null(), f.type):
             fields.append(f)
-            continue
-        if len(types) == 1 and fits(next(iter(types)), f.type):
-            fields.append(f.with_type(next(iter(types))))
-            continue
-        raise TypeDrift(_drift(scan, f, types))
+        elif fits(target, f.type):
+            fields.append(f.with_type(target))
+        else:
+            raise TypeDrift(_drift(scan, f, target, held[carried_name(f.name)]))
     if [f.type for f in fields] == scan.schema.types:
         return scan
     return dataclasses.replace(scan, schema=pa.schema(fields))
 
 
-def _drift(scan, f: pa.Field, types: Mapping[pa.DataType, str]) -> str:
+def _held_type(types: Mapping[pa.DataType, str]) -> pa.DataType | None:
+    """The one type the output's files hold a column in, as readers combine
+    them: the null type where none has a typed value, None where they cannot
+    be combined."""
+    fields = [pa.schema([("c", t)]) for t in types if t != pa.null()]
+    if not fields:
+        return pa.null()
+    try:
+        return pa.unify_schemas(fields, promote_options="permissive").field("c").type
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        return None
+
+
+def _listed(types: Mapping[pa.DataType, str]) -> str:
+    return " and ".join(f"{t} (as in {url})" for t, url in types.items() if t != pa.null())
+
+
+def _drift(scan, f: pa.Field, target: pa.DataType, types: Mapping[pa.DataType, str]) -> str:
     """The refusal: the first input file whose type of the column does not fit."""
     where, found = "the input", f.type
     for info in scan.usable:
         if f.name in info.schema.names:
             kind = info.schema.field(f.name).type
             kind = kind.value_type if pa.types.is_dictionary(kind) else kind
-            if len(types) > 1 or not fits(next(iter(types)), kind):
+            if not fits(target, kind):
                 where, found = info.url, kind
                 break
-    held = " and ".join(f"{t} (as in {url})" for t, url in types.items())
     return (
         f"cannot add input {where} to the output: its column {f.name!r} is {found}, and the "
-        f"output's manifests hold {carried_name(f.name)!r} as {held}. Every manifest of an "
-        "output must agree on a column's type (readers combine them): cast the column to the "
-        "held type in the input, or write to a new --output."
+        f"output's manifests hold {carried_name(f.name)!r} as {_listed(types)}. Every manifest "
+        "of an output must agree on a column's type (readers combine them): cast the column to "
+        "the held type in the input, or write to a new --output."
     )
