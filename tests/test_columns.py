@@ -227,3 +227,16 @@ def test_the_type_rule_against_what_the_output_holds(tmp_path, held, new, read_a
             agree_with_output(scan, holding)
     else:
         assert agree_with_output(scan, holding).schema.field("sku").type == read_as
+
+
+def test_held_types_that_readers_combine_are_one_type(tmp_path):
+    """Manifests holding int32 and int64 (readers combine them to int64): a new
+    int32 column is read as int64; a column only ever null holds nothing."""
+    catalog = tmp_path / "catalog"
+    catalog.mkdir()
+    table = rows(0, 1).set_column(2, "sku", pa.array([1], pa.int32()))
+    table = table.append_column("note", pa.array(["x"]))
+    (catalog / "part-0.parquet").write_bytes(parquet(table))
+    held = {"sku": {pa.int32(): "m1", pa.int64(): "m2"}, "note": {pa.null(): "m1"}}
+    schema = agree_with_output(scan_input(str(catalog), {}), held).schema
+    assert (schema.field("sku").type, schema.field("note").type) == (pa.int64(), pa.string())
