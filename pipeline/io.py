@@ -357,11 +357,15 @@ class Listing:
             shows (:func:`is_parquet` tells a file that is not Parquet from a
             damaged one).
         skipped: ``(url, why)`` for each file or folder left out, by URL.
+        details: a store's listing entry of each file (size, ETag), by URL:
+            with it a footer read is one GET instead of a HEAD and a GET
+            (``pipeline.inputs.scan``); none on local disk.
     """
 
     files: list[str]
     bare: frozenset[str] = frozenset()
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    details: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def report(self, limit: int = 5) -> str:
         """How many files and folders were left out, and the first ``limit`` with why."""
@@ -419,8 +423,9 @@ def list_input(url: str, options: Mapping[str, Any] | None = None) -> Listing:
     fs, path = filesystem(url, options)
     if fs.isfile(path):
         return Listing([canonical_url(url)])
+    entries: dict[str, dict[str, Any]] = {}
     if is_remote(url):
-        found, skipped = _list_flat(fs, path, url)
+        found, skipped, entries = _list_flat(fs, path, url)
     else:
         found, skipped = _walk_local(path)
     files: dict[str, str] = {}  # canonical URL -> the path it was found under
@@ -438,7 +443,16 @@ def list_input(url: str, options: Mapping[str, Any] | None = None) -> Listing:
         files[canonical] = where
         if kind == "bare":
             bare.add(canonical)
-    return Listing(sorted(files), frozenset(bare), sorted(skipped))
+    details = {
+        url: _listed_entry(entries[where]) for url, where in files.items() if where in entries
+    }
+    return Listing(sorted(files), frozenset(bare), sorted(skipped), details)
+
+
+def _listed_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """What a footer read uses of a listing entry (the rest of it is not kept:
+    a catalog lists 10^5 files)."""
+    return {k: entry[k] for k in ("name", "size", "type", "ETag", "LastModified") if k in entry}
 
 
 def _list_flat(fs: fsspec.AbstractFileSystem, path: str, url: str):
@@ -449,7 +463,7 @@ def _list_flat(fs: fsspec.AbstractFileSystem, path: str, url: str):
     if not found and not fs.exists(path):
         raise FileNotFoundError(url)
     root = path.rstrip("/")
-    files, skipped, folders = [], [], set()
+    files, skipped, folders, entries = [], [], set(), {}
     for key in sorted(found):
         if found[key].get("type") == "directory":
             continue
@@ -457,6 +471,7 @@ def _list_flat(fs: fsspec.AbstractFileSystem, path: str, url: str):
         at = next((i for i, part in enumerate(parts) if hidden(part)), None)
         if at is None:
             files.append(f"{scheme}://{key}")
+            entries[files[-1]] = found[key]
         elif at == len(parts) - 1:
             skipped.append((f"{scheme}://{key}", _why_hidden(parts[at], folder=False)))
         else:
@@ -464,7 +479,7 @@ def _list_flat(fs: fsspec.AbstractFileSystem, path: str, url: str):
             if folder not in folders:
                 folders.add(folder)
                 skipped.append((folder, _why_hidden(parts[at], folder=True)))
-    return files, skipped
+    return files, skipped, entries
 
 
 def _walk_local(root: str):

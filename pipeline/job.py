@@ -291,7 +291,7 @@ def scan_input(url: str, options: dict[str, Any], skip_bad_files: bool = False) 
         listing = io.list_input(url, options)
     except Exception as exc:
         raise io.explain(exc, url, "input", options) from None
-    scan = inputs.scan(listing.files, options) if listing.files else None
+    scan = inputs.scan(listing.files, options, details=listing.details) if listing.files else None
     if scan is not None:
         scan = _set_aside_non_parquet(scan, listing, options)
     left_out = replace(listing, skipped=scan.skipped if scan else listing.skipped).report()

@@ -125,6 +125,9 @@ def test_listing_leaves_out_what_spark_and_hive_leave_out(storage, tmp_path, req
     for name, why in LEFT_OUT.items():
         assert why in skipped[name], (name, skipped[name])
     assert "_temporary/0" not in listing.report(limit=100)
+    if storage == "s3":  # the listing's entries spare each footer read a HEAD
+        assert set(listing.details) == set(listing.files)
+        assert all(d["size"] > 0 and d["ETag"] for d in listing.details.values())
     assert listing.files == sorted(listing.files) and all(
         f == io.canonical_url(f) for f in listing.files
     )
