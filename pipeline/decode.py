@@ -28,7 +28,13 @@ from model.images import (
     view_problem,
 )
 from model.voxels import VOXEL_BYTES
-from pipeline.layout import FAILED, MANIFEST_SCHEMA, OK
+
+# The carried columns' naming rule lives with their type check (pipeline.columns);
+# its names are importable from here as before.
+from pipeline.columns import INPUT_COLUMNS, carry
+from pipeline.columns import RESERVED_COLUMNS as RESERVED_COLUMNS
+from pipeline.columns import carried_name as carried_name
+from pipeline.layout import FAILED, OK
 from pipeline.plan import READ_ERROR
 
 # 64 MiB of encoded images in one row: ~6000 catalog photos of ~10 kB. A row is
@@ -39,13 +45,6 @@ MAX_ROW_BYTES: int = 64 * 1024**2
 # string array, so one long id widens every id of its shard (1024 ids of this
 # length take 64 MiB in the write task). Longer ids are failed rows.
 MAX_ID_CHARS = 16384
-
-# Columns the job reads from the input; everything else scalar is carried.
-INPUT_COLUMNS = ("object_id", "views", "voxels")
-# Columns the job itself adds to each row on its way to the sink (the manifest's
-# own and the payloads between stages); an input column with one of these names
-# is carried as ``input_<name>``.
-RESERVED_COLUMNS = (*MANIFEST_SCHEMA.names, "pixels", "probabilities", "voxels", "views")
 
 
 @dataclass(frozen=True)
@@ -155,10 +154,6 @@ def carried_columns(schema: pa.Schema) -> list[str]:
     ]
 
 
-def carried_name(name: str) -> str:
-    return f"input_{name}" if name in RESERVED_COLUMNS else name
-
-
 def decode_batch(batch: pa.Table, config: DecodeConfig) -> pa.Table:
     """The decode stage over one batch of input rows.
 
@@ -170,10 +165,15 @@ def decode_batch(batch: pa.Table, config: DecodeConfig) -> pa.Table:
 
     Args:
         batch: input rows (``object_id``, ``views``, optional ``voxels``, ...),
-            with the ``row_key`` the job's reader gives each row (rows without
-            one are keyed by ``object_id``, see :func:`row_key`).
+            with the ``row_key`` and ``read_error`` the job's reader gives
+            each row and their other columns already under their carried
+            names (``pipeline.plan.read_fragment``). Rows with neither are
+            input rows as written: keyed by ``object_id`` (see :func:`row_key`),
+            their columns named here (``pipeline.columns.carried_name``).
         config: model input size and limits.
     """
+    if not {"row_key", READ_ERROR} & set(batch.column_names):
+        batch = carry(batch)
     n = batch.num_rows
     ids = batch.column("object_id").to_pylist() if "object_id" in batch.column_names else [None] * n
     views_col = batch.column("views") if "views" in batch.column_names else pa.nulls(n)
@@ -231,7 +231,7 @@ def decode_batch(batch: pa.Table, config: DecodeConfig) -> pa.Table:
     }
     for name in carried_columns(batch.schema):
         if name not in ("row_key", READ_ERROR):  # the reader's (an input's own is input_*)
-            columns[carried_name(name)] = batch.column(name)
+            columns[name] = batch.column(name)
     return pa.table(columns)
 
 

@@ -105,6 +105,7 @@ class Entry:
     counts: dict[str, Any]
     generation: int = 0
     shard: dict[str, Any] | None = None  # {"path", "bytes"} when it has ok rows
+    types: dict[str, pa.DataType] | None = None  # carried columns, when its footer was read
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -144,6 +145,7 @@ class Part:
     entries: list[Entry]
     generation: int = 0
     problem: str | None = None  # why it cannot be trusted as it stands (read as such)
+    types: dict[str, pa.DataType] | None = None  # its carried columns (from its footer)
 
     @property
     def names(self) -> set[str]:
@@ -291,7 +293,16 @@ def read_entry(url: str, identity: str, options: Mapping[str, Any] | None) -> En
         raise
     except Exception as exc:
         return Rejected(url, f"unreadable metadata ({type(exc).__name__}: {str(exc)[:200]})")
-    return Entry(name, url, identity, meta.num_rows, coverage, counts, generation, shard)
+    return Entry(
+        name, url, identity, meta.num_rows, coverage, counts, generation, shard,
+        types=_carried_types(meta),
+    )  # fmt: skip
+
+
+def _carried_types(meta: pq.FileMetaData) -> dict[str, pa.DataType]:
+    """The types of a manifest's or part's carried columns (all but the manifest's own)."""
+    schema = meta.schema.to_arrow_schema()
+    return {f.name: f.type for f in schema if f.name not in MANIFEST_SCHEMA.names}
 
 
 def _read_part(url: str, output: str, options) -> Part:
@@ -305,7 +316,8 @@ def _read_part(url: str, output: str, options) -> Part:
     if ENTRIES_KEY not in kv:  # an older voxray's part: rebuilt from the manifests
         return Part(url, meta.num_rows, [], problem="written by an older voxray")
     entries = [Entry.from_json(output, d) for d in json.loads(kv[ENTRIES_KEY])]
-    return Part(url, meta.num_rows, entries, int(kv.get(GENERATION_KEY, b"0")))
+    generation = int(kv.get(GENERATION_KEY, b"0"))
+    return Part(url, meta.num_rows, entries, generation, types=_carried_types(meta))
 
 
 def state(output: str, options: Mapping[str, Any] | None = None) -> State:
@@ -460,9 +472,11 @@ def _read_table(current: State, columns, options, filters, threads) -> pa.Table:
     tables = _map(read, urls, threads)
     lacking = [u for u, t in zip(urls, tables, strict=True) if t is None]
     if lacking:  # rare: reruns that carried other columns
-        schema = pa.unify_schemas(
-            _map(lambda u: _schema(u, options), urls), promote_options="permissive"
-        )
+        schemas = _map(lambda u: _schema(u, options), urls)
+        try:
+            schema = pa.unify_schemas(schemas, promote_options="permissive")
+        except (pa.ArrowTypeError, pa.ArrowInvalid) as exc:
+            raise _mixed(exc, schemas, urls) from None
         for position, url in enumerate(urls):
             if tables[position] is None:
                 try:
@@ -474,7 +488,7 @@ def _read_table(current: State, columns, options, filters, threads) -> pa.Table:
                     ) from None
                 keep = [c for c in (columns or schema.names) if c in table.column_names]
                 tables[position] = table.select(keep)
-    table = pa.concat_tables(tables, promote_options="permissive")
+    table = _concat(tables, urls)
     if columns is not None:
         table = table.select([c for c in columns if c in table.column_names])
     return table
@@ -553,11 +567,67 @@ def _gather(output: str, sources: list[tuple[Entry, str | None]], options) -> pa
     tables = _map(lambda u: _read(u, options), urls)
     if not tables:
         return MANIFEST_SCHEMA.empty_table()
-    schema = pa.unify_schemas(
-        [MANIFEST_SCHEMA, *(t.schema.remove_metadata() for t in tables)],
-        promote_options="permissive",
-    )
+    try:
+        schema = pa.unify_schemas(
+            [MANIFEST_SCHEMA, *(t.schema.remove_metadata() for t in tables)],
+            promote_options="permissive",
+        )
+    except (pa.ArrowTypeError, pa.ArrowInvalid) as exc:
+        raise _mixed(exc, [t.schema for t in tables], urls) from None
     return pa.concat_tables([_conform(t, schema) for t in tables])
+
+
+class MixedTypes(ValueError):
+    """Files of an output that hold a column in types no reader can combine."""
+
+
+def column_types(
+    current: State, options: Mapping[str, Any] | None = None
+) -> dict[str, dict[pa.DataType, str]]:
+    """The carried columns of an output (every column but the manifest's own),
+    each type found and the first file holding it: from the footers of its
+    index parts and pending manifests as ``state`` read them (a manifest kept
+    from a part set aside, whose footer ``state`` did not read, is read now)."""
+    files = current.files
+    unread = [f.url for f in files if f.types is None]
+    types = _map(lambda u: _carried_types(_metadata(u, options)), unread)
+    read = dict(zip(unread, types, strict=True))
+    found: dict[str, dict[pa.DataType, str]] = {}
+    for f in files:
+        for name, kind in (read[f.url] if f.types is None else f.types).items():
+            found.setdefault(name, {}).setdefault(kind, f.url)
+    return found
+
+
+def _concat(tables: list[pa.Table], urls: list[str]) -> pa.Table:
+    try:
+        return pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowTypeError, pa.ArrowInvalid) as exc:
+        raise _mixed(exc, [t.schema for t in tables], urls) from None
+
+
+def _mixed(exc: Exception, schemas: list[pa.Schema], urls: list[str]) -> Exception:
+    """A ``MixedTypes`` naming the first column whose types cannot be combined,
+    both types and a file of each (an output written before voxray refused a
+    carried column's change of type); ``exc`` itself when none is found."""
+    seen: dict[str, tuple[pa.DataType, str]] = {}
+    for schema, url in zip(schemas, urls, strict=True):
+        for f in schema:
+            if pa.types.is_null(f.type):
+                continue
+            kind, where = seen.setdefault(f.name, (f.type, url))
+            try:
+                pa.unify_schemas(
+                    [pa.schema([(f.name, kind)]), pa.schema([f])], promote_options="permissive"
+                )
+            except (pa.ArrowTypeError, pa.ArrowInvalid):
+                return MixedTypes(
+                    f"the output's column {f.name!r} is {kind} in {where} and {f.type} in {url}: "
+                    "its manifests were written by runs whose input held the column in different "
+                    "types. Read the other columns (Output.manifests(columns=[...]) without it), "
+                    "or rewrite one side's files with the column cast to the other's type."
+                )
+    return exc
 
 
 def _write_part(

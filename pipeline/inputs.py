@@ -35,7 +35,9 @@ and without a Python loop over rows; canonical input passes through untouched):
   when any is large (else ``string``), the same for binary. Any other difference
   (``int64`` in one file, ``string`` in another; ``int64`` and ``double``) is a
   problem that names both files and both types: casting would change the values
-  the manifest promises to carry unchanged.
+  the manifest promises to carry unchanged. Two carried columns whose names
+  differ only in case (``SKU`` and ``sku``) are a problem too: DuckDB and most
+  readers cannot tell them apart (``pipeline.columns``).
 """
 
 from __future__ import annotations
@@ -168,6 +170,9 @@ class Scan:
             widened types. Pass it to ``read_row_group``/``iter_batches`` so every
             batch has the same schema.
         seconds: wall time of the scan.
+        skipped: ``(url, why)`` of the files and folders under the input that
+            are not read at all (``io.list_input``: names starting with ``_``
+            or ``.``, files that are not Parquet).
     """
 
     files: list[FileInfo]
@@ -175,6 +180,7 @@ class Scan:
     schema_problems: list[Problem]
     schema: pa.Schema
     seconds: float = 0.0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
     _bad: frozenset[str] = field(default_factory=frozenset, repr=False)
 
     @property
@@ -360,8 +366,20 @@ def check(files: Sequence[FileInfo]) -> tuple[list[Problem], pa.Schema]:
     # Carried columns: the widened type of each, and the schemas in conflict.
     carried: dict[str, tuple[pa.DataType, str]] = {}  # name -> (type, first file with it)
     conflicts: dict[pa.Schema, list[tuple[str, str, str, str]]] = {}
+    spelled: dict[str, str] = {}  # a carried name in lower case -> its first spelling
     for schema in per_schema:
         for name, kind in _carried(schema).items():
+            twin = spelled.setdefault(name.lower(), name)
+            if twin != name and not any(map(pa.types.is_nested, (kind, carried[twin][0]))):
+                conflicts.setdefault(schema, []).append(
+                    (
+                        name,
+                        f"a second spelling of {twin!r} (in {carried[twin][1]})",
+                        "a name no other column has in any case",
+                        "DuckDB, Spark and pandas do not tell names apart by case: rename one",
+                    )
+                )
+                continue
             if name not in carried:
                 carried[name] = (kind, first_file[schema])
                 continue

@@ -16,6 +16,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import fsspec
@@ -334,6 +335,194 @@ def find_files(url: str, suffix: str, options: Mapping[str, Any] | None = None) 
         for f in found
         if f.endswith(suffix) and not posixpath.basename(f).startswith(".")
     )
+
+
+# What a Parquet file's name may end in, case-insensitively: pyarrow, Spark
+# (``.snappy.parquet``) and Dask write ``.parquet``, Impala ``.parq``, some tools
+# ``.pq``. A name without any suffix (Hive's ``000000_0``, Spark's Hive-format
+# ``part-00000-<uuid>-c000``, Trino's) is read when its content is Parquet.
+PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
+PARQUET_MAGIC = b"PAR1"  # a Parquet file's first and last four bytes
+
+
+@dataclass(frozen=True)
+class Listing:
+    """The input files under a URL, and what was left out and why.
+
+    Attributes:
+        files: the files to read, by canonical URL (:func:`canonical_url`),
+            sorted, each once however many links reach it.
+        bare: those of ``files`` whose names have no suffix: Parquet only when
+            their content says so (the ``PAR1`` magic), which their footer read
+            shows (:func:`is_parquet` tells a file that is not Parquet from a
+            damaged one).
+        skipped: ``(url, why)`` for each file or folder left out, by URL.
+        details: a store's listing entry of each file (size, ETag), by URL:
+            with it a footer read is one GET instead of a HEAD and a GET
+            (``pipeline.inputs.scan``); none on local disk.
+    """
+
+    files: list[str]
+    bare: frozenset[str] = frozenset()
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    details: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def report(self, limit: int = 5) -> str:
+        """How many files and folders were left out, and the first ``limit`` with why."""
+        if not self.skipped:
+            return ""
+        lines = [f"{len(self.skipped)} file(s) or folder(s) under the input are not read:"]
+        lines += [f"  {url}: {why}" for url, why in self.skipped[:limit]]
+        if len(self.skipped) > limit:
+            lines.append(
+                f"  ... and {len(self.skipped) - limit} more (the run's record lists them)"
+            )
+        return "\n".join(lines)
+
+
+def hidden(name: str) -> bool:
+    """Whether a file or folder name is left out of an input: a name starting
+    with ``.`` or ``_`` (Spark's ``_SUCCESS`` and ``_temporary``, Hive's
+    ``.hive-staging``, Hadoop's ``.crc`` files, ``_metadata``), as Spark, Hive
+    and pyarrow's dataset discovery leave them out; but a Hive partition folder
+    (``_year=2020``) is read, as Spark reads it."""
+    return name.startswith(".") or (name.startswith("_") and "=" not in name)
+
+
+def _kind(name: str) -> str | None:
+    """``"parquet"`` (a Parquet suffix), ``"bare"`` (no suffix) or None (another suffix)."""
+    if name.lower().endswith(PARQUET_SUFFIXES):
+        return "parquet"
+    return "bare" if "." not in name else None
+
+
+_NOT_PARQUET_NAME = (
+    f"not a Parquet file name (Parquet: {', '.join(PARQUET_SUFFIXES)}, or no suffix)"
+)
+
+
+def _why_hidden(name: str, folder: bool) -> str:
+    what = "a folder" if folder else "a file"
+    return f"{what} whose name starts with {name[0]!r} (bookkeeping or hidden, never input)"
+
+
+def list_input(url: str, options: Mapping[str, Any] | None = None) -> Listing:
+    """The Parquet files under the input ``url``, found the way Spark, Hive and
+    pyarrow find them: every file and folder below ``url`` whose name is
+    :func:`hidden` is left out; a file is read when its name ends in one of
+    ``PARQUET_SUFFIXES`` or has no suffix at all (``bare``); other files
+    (``.json``, ``.csv``, ``README.md``) are left out. On local disk, symbolic
+    links to folders are followed; a link back to a folder it is inside (a loop)
+    or to a folder already walked is not walked again, and is listed. Whatever
+    is left out is in ``skipped`` with why. A URL that names a single file is
+    that file, whatever its name.
+
+    Raises:
+        FileNotFoundError: nothing exists at ``url``.
+    """
+    fs, path = filesystem(url, options)
+    if fs.isfile(path):
+        return Listing([canonical_url(url)])
+    entries: dict[str, dict[str, Any]] = {}
+    if is_remote(url):
+        found, skipped, entries = _list_flat(fs, path, url)
+    else:
+        found, skipped = _walk_local(path)
+    files: dict[str, str] = {}  # canonical URL -> the path it was found under
+    bare = set()
+    for where in found:
+        name = posixpath.basename(where)
+        kind = _kind(name)
+        if kind is None:
+            skipped.append((where, _NOT_PARQUET_NAME))
+            continue
+        canonical = canonical_url(where)
+        if canonical in files:
+            skipped.append((where, f"the same file as {files[canonical]} (read once)"))
+            continue
+        files[canonical] = where
+        if kind == "bare":
+            bare.add(canonical)
+    details = {
+        url: _listed_entry(entries[where]) for url, where in files.items() if where in entries
+    }
+    return Listing(sorted(files), frozenset(bare), sorted(skipped), details)
+
+
+def _listed_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """What a footer read uses of a listing entry (the rest of it is not kept:
+    a catalog lists 10^5 files)."""
+    return {k: entry[k] for k in ("name", "size", "type", "ETag", "LastModified") if k in entry}
+
+
+def _list_flat(fs: fsspec.AbstractFileSystem, path: str, url: str):
+    """A store's keys under ``path`` (one flat listing), less the hidden ones;
+    a hidden folder is listed once, not each key below it."""
+    scheme = url.split("://", 1)[0]
+    found = fs.find(path, detail=True)
+    if not found and not fs.exists(path):
+        raise FileNotFoundError(url)
+    root = path.rstrip("/")
+    files, skipped, folders, entries = [], [], set(), {}
+    for key in sorted(found):
+        if found[key].get("type") == "directory":
+            continue
+        parts = key[len(root) :].strip("/").split("/")
+        at = next((i for i, part in enumerate(parts) if hidden(part)), None)
+        if at is None:
+            files.append(f"{scheme}://{key}")
+            entries[files[-1]] = found[key]
+        elif at == len(parts) - 1:
+            skipped.append((f"{scheme}://{key}", _why_hidden(parts[at], folder=False)))
+        else:
+            folder = f"{scheme}://{root}/" + "/".join(parts[: at + 1])
+            if folder not in folders:
+                folders.add(folder)
+                skipped.append((folder, _why_hidden(parts[at], folder=True)))
+    return files, skipped, entries
+
+
+def _walk_local(root: str):
+    """Files under a local folder, following symbolic links to folders; a
+    folder already walked (a loop back to one it is inside, or a second link
+    to the same folder) is listed in ``skipped`` instead of walked again."""
+    real_root = os.path.realpath(root)
+    if not os.path.isdir(real_root):
+        raise FileNotFoundError(errno.ENOENT, "no such folder", root)
+    files, skipped = [], []
+    walked = {real_root: root}  # real folder -> the path it was walked under
+    todo = [(root, (real_root,))]  # a folder and the real folders it is inside
+    while todo:
+        folder, inside = todo.pop()
+        with os.scandir(folder) as entries:
+            entries = sorted(entries, key=lambda e: e.name)
+        for entry in entries:
+            where = entry.path
+            if hidden(entry.name):
+                skipped.append((where, _why_hidden(entry.name, entry.is_dir())))
+            elif entry.is_dir():  # through a link too
+                real = os.path.realpath(where)
+                if real in inside:
+                    skipped.append((where, f"a symbolic link loop (back to {real})"))
+                elif real in walked:
+                    skipped.append((where, f"the same folder as {walked[real]} (read once)"))
+                else:
+                    walked[real] = where
+                    todo.append((where, (*inside, real)))
+            elif entry.is_file():
+                files.append(where)
+            elif entry.is_symlink():
+                skipped.append((where, "a broken symbolic link"))
+            else:
+                skipped.append((where, "not a regular file"))
+    return sorted(files), skipped
+
+
+def is_parquet(url: str, options: Mapping[str, Any] | None = None) -> bool:
+    """Whether the file starts with the Parquet magic (``PAR1``): tells a file
+    that is not Parquet at all from a damaged Parquet file (both fail a footer read)."""
+    fs, path = filesystem(url, options)
+    return fs.cat_file(path, start=0, end=len(PARQUET_MAGIC)) == PARQUET_MAGIC
 
 
 def explain(

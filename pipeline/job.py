@@ -23,13 +23,14 @@ import json
 import re
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from model.defaults import BATCH_SIZE, DEFAULT_MODEL_ID, DEFAULT_WEIGHTS, GPU_BATCH_SIZE
 from model.images import MAX_PIXELS
 from model.voxels import THRESHOLD
 from pipeline import cluster, index, inputs, io, plan, progress, resume, stops, summary, verify
+from pipeline.columns import agree_with_output
 from pipeline.decode import MAX_ROW_BYTES, DecodeConfig
 from pipeline.layout import INDEX, LEASE, LEASES, MANIFESTS, REJECTED, RUNS, SHARDS, SUCCESS
 from pipeline.lease import Lease, LeaseHeld, LeaseLost
@@ -55,6 +56,8 @@ WRITE_CPUS = 0.5
 STALL_TIMEOUT = 300.0
 # Views a decode task reads per row at most; the manifest records how many were given.
 MAX_VIEWS = 24
+# Files and folders left out of the input that a run's record names (it counts all).
+IGNORED_SHOWN = 20
 
 
 @dataclass(frozen=True)
@@ -213,6 +216,7 @@ def preflight(config: JobConfig) -> Preflight:
         raise
     except Exception as exc:
         raise io.explain(exc, config.output, "output", out_options) from None
+    scan = agree_with_output(scan, committed.types)  # carried types as the output holds them
     files = _input_files(scan)
     try:
         read_plan = plan.plan(files, committed.coverage, config.limit)
@@ -274,19 +278,29 @@ def check_output(output: str, options: dict[str, Any]) -> None:
 
 
 def scan_input(url: str, options: dict[str, Any], skip_bad_files: bool = False) -> inputs.Scan:
-    """Every input file's footer, checked against the input contract.
+    """Every input file's footer, checked against the input contract. The
+    files are those ``io.list_input`` finds (names starting with ``_`` or
+    ``.`` left out, Parquet by suffix or, for a name without one, by content);
+    what is left out is printed and kept in ``Scan.skipped``.
 
     Raises:
         io.StorageError: a missing input, one without Parquet files, or (unless
             ``skip_bad_files``) files that cannot be read or do not fit, named.
     """
     try:
-        files = io.find_files(url, ".parquet", options)
+        listing = io.list_input(url, options)
     except Exception as exc:
         raise io.explain(exc, url, "input", options) from None
-    if not files:
-        raise io.StorageError(f"cannot use input {url}: it holds no .parquet files.")
-    scan = inputs.scan(files, options)
+    scan = inputs.scan(listing.files, options, details=listing.details) if listing.files else None
+    if scan is not None:
+        scan = _set_aside_non_parquet(scan, listing, options)
+    left_out = replace(listing, skipped=scan.skipped if scan else listing.skipped).report()
+    if scan is None or not (scan.files or scan.unreadable):
+        raise io.StorageError(
+            f"cannot use input {url}: it holds no Parquet files.\n{left_out}".strip()
+        )
+    if left_out:
+        print(f"input: {left_out}")
     if not scan.usable:
         raise io.StorageError(f"cannot use input {url}: no file can be used.\n{scan.report()}")
     if not scan.ok:
@@ -297,6 +311,26 @@ def scan_input(url: str, options: dict[str, Any], skip_bad_files: bool = False) 
                 f"{scan.report()}"
             )
         print(f"warning: reading around bad input files (--skip-bad-files)\n{scan.report()}")
+    return scan
+
+
+def _set_aside_non_parquet(
+    scan: inputs.Scan, listing: io.Listing, options: dict[str, Any]
+) -> inputs.Scan:
+    """The scan with the files whose names have no suffix and whose footer
+    read failed because they are not Parquet at all (no ``PAR1`` at their
+    start: a ``README``, a log) moved from ``unreadable`` to ``skipped``; a
+    damaged Parquet file stays unreadable."""
+    unreadable, skipped = [], list(listing.skipped)
+    for bad in scan.unreadable:
+        try:
+            if bad.url in listing.bare and not io.is_parquet(bad.url, options):
+                skipped.append((bad.url, "not Parquet (no PAR1 at its start)"))
+                continue
+        except Exception:
+            pass  # unreadable as it was: its reason is the footer read's
+        unreadable.append(bad)
+    scan.unreadable, scan.skipped = unreadable, skipped
     return scan
 
 
@@ -687,6 +721,10 @@ def _finish(
     if actors is not None:  # the model actors' own figures (docs/benchmarks.md)
         report["actors"] = actors
     report["skipped_files"] = [str(u) for u in found.scan.unreadable] + found.scan.problems
+    report["ignored_files"] = {  # not input by their names or content (io.list_input)
+        "count": len(found.scan.skipped),
+        "first": [f"{url}: {why}" for url, why in found.scan.skipped[:IGNORED_SHOWN]],
+    }
     report["generation"] = lease.generation
     report.update(summary.output_totals(current.counts(), current.keys()))
     runs = io.retrying(

@@ -26,6 +26,7 @@ from typing import Any
 import pyarrow as pa
 
 from pipeline import io
+from pipeline.columns import carry
 
 Ranges = list[list[int]]  # sorted, disjoint [start, stop) row ranges of one fragment
 Coverage = dict[str, Ranges]  # fragment key -> committed row ranges
@@ -198,7 +199,9 @@ def read_fragment(
     retry_seconds: float = io.RETRY_SECONDS,
 ) -> Iterator[pa.Table]:
     """The fragment's rows that are not committed, as tables of at most
-    ``batch_rows`` rows with a ``row_key`` and a ``read_error`` column. A
+    ``batch_rows`` rows with a ``row_key`` and a ``read_error`` column, and
+    the input's other columns under their manifest names
+    (``pipeline.columns.carried_name``). A
     transient storage error (an outage, throttling) re-opens the file and
     carries on after the rows already given, for at most ``retry_seconds``. A
     row group that cannot be read (a corrupt page the footer did not show)
@@ -262,10 +265,9 @@ def _rows(
         if not rows:
             return None
         table = batch.take(pa.array([r - start for r in rows], pa.int64()))
-    if "row_key" in table.column_names:  # the input's own column of that name is carried
-        table = table.rename_columns(
-            ["input_row_key" if c == "row_key" else c for c in table.column_names]
-        )
+    # Carried columns under their manifest names from here on: no column the
+    # job adds (row_key, read_error, status, ...) meets an input one.
+    table = carry(table)
     keys = pa.array([f"{fragment.key}:{r}" for r in rows], pa.string())
     errors = pa.array([error] * len(rows), pa.string())
     return table.append_column("row_key", keys).append_column(READ_ERROR, errors)

@@ -623,7 +623,7 @@ class Output:
         return None
 
     def catalog_dataset(self) -> ds.Dataset:
-        """The catalog as a lazy ``pyarrow.dataset`` (every ``*.parquet`` under it)."""
+        """The catalog as a lazy ``pyarrow.dataset`` over the files the job reads."""
         import pyarrow.dataset as ds  # imports pandas: only when a catalog is read
 
         if self._catalog_dataset is None:
@@ -633,7 +633,14 @@ class Output:
                     f"no catalog for {self.url}: pass Output(url, catalog=...) "
                     "(neither _SUCCESS nor runs/*.json names the job's input)"
                 )
-            files = io.find_files(url, ".parquet", self.storage_options)
+            # The files the job reads (io.list_input), those without a suffix
+            # only when they are Parquet.
+            listing = io.list_input(url, self.storage_options)
+            files = [
+                f
+                for f in listing.files
+                if f not in listing.bare or io.is_parquet(f, self.storage_options)
+            ]
             fs = io.arrow_filesystem(url, self.storage_options)
             paths = [io.filesystem(f, self.storage_options)[1] for f in files]
             self._catalog_dataset = ds.dataset(paths, filesystem=fs, format="parquet")

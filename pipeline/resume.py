@@ -12,8 +12,10 @@ never delete or rewrite a committed manifest.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+import pyarrow as pa
 
 from pipeline import index, plan
 
@@ -32,6 +34,8 @@ class Committed:
         rows_failed: committed failed rows.
         models: model ids found in the manifests.
         problems: manifests that do not count, and why (one line each).
+        types: the carried columns' types in the output, each with a file
+            holding it (``pipeline.index.column_types``).
     """
 
     coverage: plan.Coverage
@@ -39,6 +43,7 @@ class Committed:
     rows_failed: int
     models: frozenset[str]
     problems: tuple[str, ...] = ()
+    types: Mapping[str, Mapping[pa.DataType, str]] = field(default_factory=dict)
 
     @property
     def rows(self) -> int:
@@ -56,6 +61,7 @@ def load_committed(output: str, storage_options: Mapping[str, Any] | None = None
         rows_failed=counts["rows_failed"],
         models=frozenset(counts["models"]),
         problems=tuple(current.problems()),
+        types=index.column_types(current, storage_options),
     )
 
 

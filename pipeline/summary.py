@@ -207,6 +207,13 @@ def format_report(summary: Mapping[str, Any], success_url: str | None) -> str:
             f"  skipped   {len(summary['skipped_files'])} input file(s) (--skip-bad-files):"
         )
         lines += [f"            {f}" for f in summary["skipped_files"][:10]]
+    ignored = summary.get("ignored_files") or {}
+    if ignored.get("count"):
+        lines.append(
+            f"  ignored   {ignored['count']} file(s) or folder(s) under the input are not input "
+            "(names starting with _ or ., not Parquet):"
+        )
+        lines += [f"            {f}" for f in ignored["first"][:5]]
     if summary["failed_fraction"] > WARN_FAILED_FRACTION:
         lines.append(
             f"warning: {summary['failed_fraction']:.1%} of the output's rows failed "
