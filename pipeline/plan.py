@@ -167,8 +167,8 @@ class Moved:
         old: the input's canonical URL when the output's rows were committed.
         new: its canonical URL now.
         held: file-name part -> URL of the files the output's runs recorded
-            under ``old`` (what must be found again); None to check only the
-            files found now.
+            under ``old``: each must be found again, and at least one file must
+            be; None to map the files found now without those checks.
     """
 
     old: str
@@ -260,13 +260,20 @@ def plan(
     changed: list[str] = []
     differs: list[str] = []
     legacy = 0
+    recorded: dict[str, list[str]] = {}  # old URL -> names it was read under
+    for name, url in (moved.held or {}).items() if moved else ():
+        recorded.setdefault(url, []).append(name)
     identities = []  # per file: its content part, its names (own, before a move), its URL then
     for i, f in enumerate(files):
         content = f.content[:CONTENT_HEX]
         if len(content) < CONTENT_HEX:
             raise ValueError(f"{f.url}: no footer digest (inputs.footer_digest) to key it by")
         before = moved.old_url(f.url) if moved else None
-        names = [file_name(f.url)] + ([file_name(before)] if before else [])
+        # its names before the move: its old URL's, and the names the runs
+        # recorded reading that URL under (keys kept through an earlier move)
+        names = [file_name(f.url)]
+        if before:
+            names += [file_name(before), *recorded.get(before, ())]
         identities.append((content, names, before))
         # An older voxray's keys count for this very file and version, before any
         # copy of it can claim its content.
@@ -287,8 +294,9 @@ def plan(
         owner_of[content] = i
         own = names[0]
         committed = by_content.get(content, set())
-        if before and names[1] in by_name and names[1] not in committed:
-            differs.append(_differs(f, before, by_name[names[1]], held, names[1]))
+        for name in names[1:]:
+            if name in by_name and name not in committed:
+                differs.append(_differs(f, before, by_name[name], held, name))
         if committed:
             name = next((n for n in names if n in committed), None)
             if name is None:
@@ -307,15 +315,15 @@ def plan(
             changed.append(_changed(f, own, lost, held))
         chosen[i] = (own, content)
     if moved and moved.held is not None:
-        found = {file_name(b) for f in files if (b := moved.old_url(f.url))}
-        claimed = {n for c in present for n in by_content.get(c, ())}
+        found = {n for _, names, _ in identities for n in names[1:]}
         for name, url in sorted(moved.held.items(), key=lambda item: item[1]):
-            if name in by_name and name not in found and name not in claimed:
+            if name in by_name and name not in found:
                 differs.append(f"  {url}: missing (not at the same place under {moved.new})")
     if (
         moved
+        and moved.held is not None
         and not differs
-        and not any(file_name(b) in by_name for f in files if (b := moved.old_url(f.url)))
+        and not any(n in by_name for _, names, _ in identities for n in names[1:])
     ):
         differs.append(f"  no file under {moved.new} has rows in the output under {moved.old}")
     if differs:
