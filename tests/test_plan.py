@@ -71,6 +71,53 @@ def test_a_changed_input_file_is_refused():
     assert again.adopted and again.adopted[0][0] == "/in/other.parquet"
 
 
+def test_copies_moves_and_changes_are_matched_by_content():
+    """Planning alone (no rows read): a copy is read once; a moved catalog keeps
+    its keys, and --moved-from names a file that differs and one that is
+    missing; every changed file is named; an older voxray's keys count only
+    for the same file and version."""
+    a, b = files_of([[4, 4], [3]])
+    keys = {f.url: [plan.fragment_key(f.url, f.content, g) for g in range(2)] for f in (a, b)}
+    coverage = {keys[a.url][0]: [[0, 4]], keys[b.url][0]: [[0, 3]]}
+    copy = plan.InputFile("/in/copy.parquet", a.size, "mtime:7", a.row_groups, a.content)
+    both = plan.plan([a, b, copy], coverage)
+    assert both.duplicates == [("/in/copy.parquet", a.url)] and both.rows_total == 11
+    assert [(f.file, f.key) for f in both.fragments] == [(a.url, keys[a.url][1])]
+
+    moved = [
+        plan.InputFile(f.url.replace("/in/", "/new/"), f.size, "mtime:9", f.row_groups, f.content)
+        for f in (a, b)
+    ]
+    adopted = plan.plan(moved, coverage)
+    assert [f.key for f in adopted.fragments] == [keys[a.url][1]]  # a's half, under a's key
+    assert len(adopted.adopted) == 2 and adopted.rows_committed == 7
+    stated = plan.Moved("/in", "/new", {plan.file_name(a.url): a.url, "0" * 12: "/in/gone.parquet"})
+    gone = {f"{'0' * 12}-{'d' * 16}-0": [[0, 1]]}  # a file a run read under /in, gone since
+    rewritten = plan.InputFile(moved[1].url, 9, "", (2,), "e" * 32)
+    with pytest.raises(plan.InputChanged) as refused:
+        plan.plan([moved[0], rewritten], {**coverage, **gone}, moved=stated)
+    text = str(refused.value)
+    assert "/in/part-1.parquet -> /new/part-1.parquet: differs" in text
+    assert "/in/gone.parquet: missing" in text
+    assert "there now: 2 rows in 1 row group(s), 9 bytes, digest eeee" in text
+
+    changed = [plan.InputFile(f.url, 5, "mtime:3", (1,), f"{i + 7:016x}" * 2) for i, f in
+               enumerate((a, b))]  # fmt: skip
+    with pytest.raises(plan.InputChanged, match="2 input file") as refused:
+        plan.plan(changed, coverage)
+    assert "part-0.parquet: committed: 4 rows" in str(refused.value)
+    assert "part-1.parquet: committed: 3 rows" in str(refused.value)
+
+    old = {f"{plan.file_name(a.url)}-{plan.legacy_content(a.size, a.version)}-0": [[0, 4]]}
+    kept = plan.plan([a], old)
+    assert kept.legacy_files == 1 and kept.rows_committed == 4
+    legacy_key = f"{plan.file_name(a.url)}-{plan.legacy_content(a.size, a.version)}"
+    assert kept.fragments[0].key == f"{legacy_key}-1"
+    touched = plan.InputFile(a.url, a.size, "mtime:2", a.row_groups, a.content)
+    with pytest.raises(plan.InputChanged, match="older voxray"):
+        plan.plan([touched], old)
+
+
 def test_fragments_read_only_their_rows_with_keys(tmp_path):
     """Rows of a row group minus the committed ones, duplicated ids included,
     each with its position as its key."""
