@@ -225,6 +225,16 @@ def preflight(config: JobConfig) -> Preflight:
         read_plan = plan.plan(files, committed.coverage, config.limit, moved)
     except plan.InputChanged as exc:
         raise io.StorageError(str(exc)) from None
+    if read_plan.unmatched_legacy and read_plan.fragments:
+        # an older voxray keyed files by the path as typed and their mtime/ETag:
+        # the same catalog reached another way, or moved, is not recognised
+        print(
+            f"warning: the output holds rows of {read_plan.unmatched_legacy:,} input file(s) "
+            "an older voxray keyed by path and mtime/ETag, and no input file matches them. "
+            "If --input is that catalog moved, stop and rerun with --moved-from OLD_INPUT_URL; "
+            "else their rows are kept and this input's are added.",
+            file=sys.stderr,
+        )
     if config.model:
         model_options = config.options(config.model)
         try:

@@ -196,6 +196,7 @@ class ReadPlan:
     duplicates: list[tuple[str, str]] = field(default_factory=list)  # (file, same content as)
     legacy_files: int = 0  # files matched by an older voxray's keys (size and ETag/mtime)
     names: dict[str, str] = field(default_factory=dict)  # key name part -> file, files with work
+    unmatched_legacy: int = 0  # files of an older voxray's keys that no input file matched
 
     @property
     def rows_todo(self) -> int:
@@ -365,7 +366,13 @@ def plan(
                 names_read[name] = f.url
         if limit is not None and total >= limit:
             break
-    return ReadPlan(fragments, total, done_rows, adopted, duplicates, legacy, names_read)
+    matched = {keyed[0] for keyed in chosen if keyed is not None}
+    unmatched = sum(
+        1
+        for name, contents in by_name.items()
+        if name not in matched and any(len(c) == LEGACY_HEX for c in contents)
+    )
+    return ReadPlan(fragments, total, done_rows, adopted, duplicates, legacy, names_read, unmatched)
 
 
 def _now(f: InputFile) -> str:

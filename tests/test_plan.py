@@ -113,6 +113,7 @@ def test_copies_moves_and_changes_are_matched_by_content():
     assert kept.legacy_files == 1 and kept.rows_committed == 4
     legacy_key = f"{plan.file_name(a.url)}-{plan.legacy_content(a.size, a.version)}"
     assert kept.fragments[0].key == f"{legacy_key}-1"
+    assert kept.unmatched_legacy == 0 and plan.plan([b], old).unmatched_legacy == 1
     touched = plan.InputFile(a.url, a.size, "mtime:2", a.row_groups, a.content)
     with pytest.raises(plan.InputChanged, match="older voxray"):
         plan.plan([touched], old)
