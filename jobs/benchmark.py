@@ -1193,8 +1193,8 @@ def scale_output(output: str, files: list, committed: int, options: dict) -> dic
         grids.append(np.clip(255 * (1.5 - d), 0, 255))
     ids = [f"obj-{i:09d}" for i in range(1024)]
     data, offsets, lengths = shards.encode(ids, np.stack(grids).astype(np.uint8))
-    keys = [
-        plan.fragment_key(f.url, f.size, f.version or "", g)
+    keys = [  # as the job keys them: canonical URL, footer digest
+        plan.fragment_key(io.canonical_url(f.url), f.content, g)
         for f in files
         for g in range(len(f.row_groups))
     ]

@@ -105,6 +105,13 @@ FLAGS: dict[str, tuple[dict, str]] = {
         "how long a local Ray may take to start (over as many tries as fit); past it the "
         "run exits 1: rerun, or give it longer on a busy machine",
     ),
+    "--moved-from": (
+        {"metavar": "OLD_INPUT_URL"},
+        "the input URL this output's rows were committed from, when the catalog has moved "
+        "since: every file the output holds under it must be at the same place under --input "
+        "with the same content, else the run is refused (exit 3). Files are found by their "
+        "content without it too; it states the move and checks it (docs/job.md)",
+    ),
     "--take-lease": (
         {"action": "store_true"},
         "take the output at once from a lease this host cannot judge (another host's, or an "

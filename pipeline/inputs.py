@@ -48,6 +48,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from io import BytesIO
 from typing import Any
 
 import numpy as np
@@ -773,10 +774,13 @@ def footer_digest(metadata: pq.FileMetaData, size: int) -> str:
     statistics of every column chunk of every row group). A copy, a touch, a
     restore or a re-upload keeps it; rewriting the rows changes it. Costs
     re-serializing the footer (~7 ms for 5,000 row groups, 1 MB)."""
-    stream = pa.BufferOutputStream()
-    metadata.write_metadata_file(stream)  # PAR1 + the footer's thrift bytes + length + PAR1
+    # Written into a Python buffer, not Arrow's: Arrow's pool (mimalloc) keeps an
+    # arena per scan thread, which added 17 MB to the driver's peak at 153 files.
+    buffer = BytesIO()
+    # PAR1 + the footer's thrift bytes + length + PAR1
+    metadata.write_metadata_file(pa.PythonFile(buffer, mode="w"))
     digest = hashlib.sha256(size.to_bytes(8, "little"))
-    digest.update(memoryview(stream.getvalue()))
+    digest.update(buffer.getbuffer())
     return digest.hexdigest()[:32]
 
 

@@ -98,6 +98,11 @@ class JobConfig:
             model, for benchmarks and fault tests; its rows carry a ``stand-in``
             model id, so its output never mixes with a real model's.
         ray_start_timeout: seconds a local Ray may take to start.
+        moved_from: the input URL the output's rows were committed from, for a
+            catalog moved since (``--moved-from``): each file the output holds
+            under it must be at the same place under ``input`` with the same
+            content, else the run is refused. Without it a moved or renamed
+            file is still found by its content.
         take_lease: take the output at once from a lease this host cannot judge
             (another host's, or an unreadable ``_LEASE``) instead of watching it
             for one time-to-live; a live driver on this host is still refused.
@@ -128,6 +133,7 @@ class JobConfig:
     xla: str = "auto"
     stand_in: str = ""
     ray_start_timeout: float = cluster.RAY_START_SECONDS
+    moved_from: str = ""
 
     def problems(self) -> list[str]:
         """What is wrong with these arguments, phrased with the job's flags."""
@@ -219,9 +225,20 @@ def preflight(config: JobConfig) -> Preflight:
     scan = agree_with_output(scan, committed.types)  # carried types as the output holds them
     files = _input_files(scan)
     try:
-        read_plan = plan.plan(files, committed.coverage, config.limit)
+        moved = _moved(config, out_options, held=True)
+        read_plan = plan.plan(files, committed.coverage, config.limit, moved)
     except plan.InputChanged as exc:
         raise io.StorageError(str(exc)) from None
+    if read_plan.unmatched_legacy and read_plan.fragments:
+        # an older voxray keyed files by the path as typed and their mtime/ETag:
+        # the same catalog reached another way, or moved, is not recognised
+        print(
+            f"warning: the output holds rows of {read_plan.unmatched_legacy:,} input file(s) "
+            "an older voxray keyed by path and mtime/ETag, and no input file matches them. "
+            "If --input is that catalog moved, stop and rerun with --moved-from OLD_INPUT_URL; "
+            "else their rows are kept and this input's are added.",
+            file=sys.stderr,
+        )
     if config.model:
         model_options = config.options(config.model)
         try:
@@ -234,10 +251,43 @@ def preflight(config: JobConfig) -> Preflight:
 
 
 def _input_files(scan: inputs.Scan) -> list[plan.InputFile]:
-    """What planning needs of the usable input files."""
+    """What planning needs of the usable input files, each by its canonical URL
+    (its key's name part: one spelling per file)."""
     return [
-        plan.InputFile(f.url, f.size, f.version or "", f.row_groups, f.content) for f in scan.usable
+        plan.InputFile(io.canonical_url(f.url), f.size, f.version or "", f.row_groups, f.content)
+        for f in scan.usable
     ]
+
+
+def _moved(config: JobConfig, out_options: dict[str, Any], held: bool) -> plan.Moved | None:
+    """``--moved-from`` as planning takes it; with ``held``, the files the
+    output's run records name under the old URL (each must be found again)."""
+    if not config.moved_from:
+        return None
+    old, new = io.canonical_url(config.moved_from), io.canonical_url(config.input)
+    names = None
+    if held:
+        names = {}
+        prefix = old.rstrip("/") + "/"
+        for record in summary.read_runs(config.output, out_options):
+            for name, url in (record.get("input_files") or {}).items():
+                if url == old or url.startswith(prefix):
+                    names[name] = url
+    return plan.Moved(old, new, names)
+
+
+def identity_fields(read_plan: plan.ReadPlan) -> dict[str, Any]:
+    """How this run matched input files to the output, for its record and
+    report: files adopted by content or by --moved-from, files with the same
+    content as another (read once), files on an older voxray's keys, and the
+    key name of each file it reads (what a later --moved-from checks)."""
+    return {
+        "adopted_files": len(read_plan.adopted),
+        "adopted_examples": [f"{url} ({how})" for url, how in read_plan.adopted[:5]],
+        "duplicate_files": {url: first for url, first in read_plan.duplicates},
+        "legacy_files": read_plan.legacy_files,
+        "input_files": read_plan.names,
+    }
 
 
 class ForeignOutput(io.StorageError):
@@ -288,7 +338,8 @@ def scan_input(url: str, options: dict[str, Any], skip_bad_files: bool = False) 
             ``skip_bad_files``) files that cannot be read or do not fit, named.
     """
     try:
-        listing = io.list_input(url, options)
+        # one spelling per location: the files' URLs key what the output holds
+        listing = io.list_input(io.canonical_url(url), options)
     except Exception as exc:
         raise io.explain(exc, url, "input", options) from None
     scan = inputs.scan(listing.files, options, details=listing.details) if listing.files else None
@@ -466,7 +517,12 @@ def run(config: JobConfig) -> int:
         # Planned with the lease held: no other writer can commit under the plan.
         # Storage problems surface here, before Ray starts and before any row is read.
         found = preflight(config)
-        record = {"generation": lease.generation, "host": lease.host, "arguments": asdict(config)}
+        record = {
+            "generation": lease.generation,
+            "host": lease.host,
+            "arguments": asdict(config),
+            **identity_fields(found.read_plan),
+        }
         run_name = summary.start_run(config.output, io.redact(record), out_options)
         return _run(config, found, started, lease, run_name)
     except LeaseLost:
@@ -516,9 +572,12 @@ def _run(config: JobConfig, found: Preflight, started: float, lease: Lease, run_
             "are among them and are not read again"
         )
     if not read_plan.fragments:
-        # No model is loaded for nothing: the shipped weights' id is known.
+        # No model is loaded for nothing: the shipped weights' id is known, and a
+        # stand-in's is its spec's (no Ray needed for either).
         model_id = DEFAULT_MODEL_ID if not config.model else None
-        if model_id is None:
+        if config.stand_in:
+            model_id = probe_model(config)["model_id"]
+        elif model_id is None:
             cluster.connect(config.verbose, config.ray_start_timeout)
             model_id = probe_model(config)["model_id"]
         resume.check_model(config.output, committed, model_id, (found.previous or {}).get("model"))
@@ -641,6 +700,7 @@ def _interrupted(
             committed_before={"rows_ok": before.rows_ok, "rows_failed": before.rows_failed},
             status=summary.INTERRUPTED,
         )
+        report.update(identity_fields(found.read_plan))
         summary.record_run(config.output, report, out_options, run_name, status=summary.INTERRUPTED)
     except Exception as exc:
         print(f"warning: the stopped run was not recorded: {exc!r}"[:300], file=sys.stderr)
@@ -704,7 +764,8 @@ def _finish(
     current = index.state(config.output, out_options)
     checked = verify.check(config.output, out_options, current=current)
     files = _input_files(found.scan)
-    left = plan.plan(files, current.coverage(), config.limit).rows_todo
+    moved = _moved(config, out_options, held=False)
+    left = plan.plan(files, current.coverage(), config.limit, moved).rows_todo
     report = summary.build_summary(
         rows_ok=rows_ok,
         rows_failed=rows_failed,
@@ -726,6 +787,7 @@ def _finish(
         "first": [f"{url}: {why}" for url, why in found.scan.skipped[:IGNORED_SHOWN]],
     }
     report["generation"] = lease.generation
+    report.update(identity_fields(found.read_plan))
     report.update(summary.output_totals(current.counts(), current.keys()))
     runs = io.retrying(
         lambda: summary.record_run(config.output, report, out_options, run_name),
@@ -767,6 +829,7 @@ def _finish(
             success_url = io.join(config.output, SUCCESS)  # the working runs' figures stay
         else:
             final = {**report, **summary.history(runs)}
+            final.pop("input_files")  # one entry per file read: the run record keeps it
             success_url = io.retrying(
                 lambda: summary.write_success(config.output, final, out_options),
                 config.io_retry_seconds,

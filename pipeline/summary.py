@@ -202,6 +202,19 @@ def format_report(summary: Mapping[str, Any], success_url: str | None) -> str:
             "  failures  rows with status 'failed' carry the reason in the manifest's "
             "'error' column"
         )
+    if summary.get("adopted_files"):
+        lines.append(
+            f"  adopted   {summary['adopted_files']} input file(s) whose content the output "
+            "already holds under another name (renamed or moved): their rows are not redone"
+        )
+        lines += [f"            {f}" for f in summary.get("adopted_examples", [])[:5]]
+    duplicates = summary.get("duplicate_files") or {}
+    if duplicates:
+        lines.append(
+            f"  copies    {len(duplicates)} input file(s) hold the same content as another "
+            "input file: read once, under the first"
+        )
+        lines += [f"            {c} = {first}" for c, first in list(duplicates.items())[:5]]
     if summary.get("skipped_files"):
         lines.append(
             f"  skipped   {len(summary['skipped_files'])} input file(s) (--skip-bad-files):"

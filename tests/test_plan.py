@@ -35,14 +35,14 @@ def test_ranges_and_coverage():
 
 def files_of(rows_per_group: list[list[int]]) -> list[plan.InputFile]:
     return [
-        plan.InputFile(f"/in/part-{i}.parquet", 1000 + i, "mtime:1", tuple(groups))
+        plan.InputFile(f"/in/part-{i}.parquet", 1000 + i, "mtime:1", tuple(groups), f"{i:016x}" * 2)
         for i, groups in enumerate(rows_per_group)
     ]
 
 
 def test_plan_skips_committed_fragments_and_filters_partial_ones():
     files = files_of([[4, 4], [3]])
-    keys = [plan.fragment_key(f.url, f.size, f.version, g) for f in files for g in range(2)][:3]
+    keys = [plan.fragment_key(f.url, f.content, g) for f in files for g in range(2)][:3]
     fresh = plan.plan(files, {})
     assert [f.todo for f in fresh.fragments] == [4, 4, 3]
     assert (fresh.rows_total, fresh.rows_committed) == (11, 0)
@@ -58,10 +58,65 @@ def test_plan_skips_committed_fragments_and_filters_partial_ones():
 
 def test_a_changed_input_file_is_refused():
     files = files_of([[4]])
-    key = plan.fragment_key(files[0].url, files[0].size, files[0].version, 0)
-    changed = [plan.InputFile(files[0].url, 999, "mtime:2", (4,))]
-    with pytest.raises(plan.InputChanged, match="part-0.parquet changed"):
+    key = plan.fragment_key(files[0].url, files[0].content, 0)
+    changed = [plan.InputFile(files[0].url, 999, "mtime:2", (4,), "f" * 32)]
+    with pytest.raises(plan.InputChanged, match="part-0.parquet: committed: 2 rows of 1 row"):
         plan.plan(changed, {key: [[0, 2]]})
+    # the same content under another mtime, name or size spelling: the same rows
+    touched = [plan.InputFile(files[0].url, 1000, "mtime:9", (4,), files[0].content)]
+    assert plan.plan(touched, {key: [[0, 2]]}).rows_committed == 2
+    renamed = [plan.InputFile("/in/other.parquet", 1000, "mtime:9", (4,), files[0].content)]
+    again = plan.plan(renamed, {key: [[0, 2]]})
+    assert again.rows_committed == 2 and again.fragments[0].key == key
+    assert again.adopted and again.adopted[0][0] == "/in/other.parquet"
+
+
+def test_copies_moves_and_changes_are_matched_by_content():
+    """Planning alone (no rows read): a copy is read once; a moved catalog keeps
+    its keys, and --moved-from names a file that differs and one that is
+    missing; every changed file is named; an older voxray's keys count only
+    for the same file and version."""
+    a, b = files_of([[4, 4], [3]])
+    keys = {f.url: [plan.fragment_key(f.url, f.content, g) for g in range(2)] for f in (a, b)}
+    coverage = {keys[a.url][0]: [[0, 4]], keys[b.url][0]: [[0, 3]]}
+    copy = plan.InputFile("/in/copy.parquet", a.size, "mtime:7", a.row_groups, a.content)
+    both = plan.plan([a, b, copy], coverage)
+    assert both.duplicates == [("/in/copy.parquet", a.url)] and both.rows_total == 11
+    assert [(f.file, f.key) for f in both.fragments] == [(a.url, keys[a.url][1])]
+
+    moved = [
+        plan.InputFile(f.url.replace("/in/", "/new/"), f.size, "mtime:9", f.row_groups, f.content)
+        for f in (a, b)
+    ]
+    adopted = plan.plan(moved, coverage)
+    assert [f.key for f in adopted.fragments] == [keys[a.url][1]]  # a's half, under a's key
+    assert len(adopted.adopted) == 2 and adopted.rows_committed == 7
+    stated = plan.Moved("/in", "/new", {plan.file_name(a.url): a.url, "0" * 12: "/in/gone.parquet"})
+    gone = {f"{'0' * 12}-{'d' * 16}-0": [[0, 1]]}  # a file a run read under /in, gone since
+    rewritten = plan.InputFile(moved[1].url, 9, "", (2,), "e" * 32)
+    with pytest.raises(plan.InputChanged) as refused:
+        plan.plan([moved[0], rewritten], {**coverage, **gone}, moved=stated)
+    text = str(refused.value)
+    assert "/in/part-1.parquet -> /new/part-1.parquet: differs" in text
+    assert "/in/gone.parquet: missing" in text
+    assert "there now: 2 rows in 1 row group(s), 9 bytes, digest eeee" in text
+
+    changed = [plan.InputFile(f.url, 5, "mtime:3", (1,), f"{i + 7:016x}" * 2) for i, f in
+               enumerate((a, b))]  # fmt: skip
+    with pytest.raises(plan.InputChanged, match="2 input file") as refused:
+        plan.plan(changed, coverage)
+    assert "part-0.parquet: committed: 4 rows" in str(refused.value)
+    assert "part-1.parquet: committed: 3 rows" in str(refused.value)
+
+    old = {f"{plan.file_name(a.url)}-{plan.legacy_content(a.size, a.version)}-0": [[0, 4]]}
+    kept = plan.plan([a], old)
+    assert kept.legacy_files == 1 and kept.rows_committed == 4
+    legacy_key = f"{plan.file_name(a.url)}-{plan.legacy_content(a.size, a.version)}"
+    assert kept.fragments[0].key == f"{legacy_key}-1"
+    assert kept.unmatched_legacy == 0 and plan.plan([b], old).unmatched_legacy == 1
+    touched = plan.InputFile(a.url, a.size, "mtime:2", a.row_groups, a.content)
+    with pytest.raises(plan.InputChanged, match="older voxray"):
+        plan.plan([touched], old)
 
 
 def test_fragments_read_only_their_rows_with_keys(tmp_path):
@@ -78,9 +133,9 @@ def test_fragments_read_only_their_rows_with_keys(tmp_path):
     pq.write_table(table, path, row_group_size=6)
     found = scan([str(path)], {})
     info = found.files[0]
-    key = plan.fragment_key(info.url, info.size, info.version or "", 0)
-    fragment = plan.plan([plan.InputFile(info.url, info.size, info.version or "", info.row_groups)],
-                         {key: [[1, 3]]}).fragments[0]  # fmt: skip
+    key = plan.fragment_key(info.url, info.content, 0)
+    fragment = plan.plan([plan.InputFile(info.url, info.size, info.version or "", info.row_groups,
+                                         info.content)], {key: [[1, 3]]}).fragments[0]  # fmt: skip
     blocks = list(plan.read_fragment(fragment, found.schema, 2, {}))
     rows = pa.concat_tables(blocks).to_pylist()
     assert [r["object_id"] for r in rows] == ["a", "c", "d", "a"]
@@ -233,7 +288,9 @@ def test_small_files_share_read_tasks_and_blocks(tmp_path):
         rows = [{"object_id": f"f{f}-{i}", "views": [b"x"]} for i in range(3)]
         pq.write_table(pa.Table.from_pylist(rows), tmp_path / f"part-{f}.parquet")
     found = scan(sorted(str(p) for p in tmp_path.glob("*.parquet")), {})
-    files = [plan.InputFile(f.url, f.size, f.version or "", f.row_groups) for f in found.files]
+    files = [
+        plan.InputFile(f.url, f.size, f.version or "", f.row_groups, f.content) for f in found.files
+    ]
     source = CatalogSource(plan.plan(files, {}), found.schema, rows_per_block=4, storage_options={})
     tasks = source.get_read_tasks(parallelism=200)  # what Ray asks is not what it gets
     assert len(tasks) == len(source.groups) == 3  # 15 rows, at least 4 per task
