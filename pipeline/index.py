@@ -43,6 +43,7 @@ from io import BytesIO
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline import background, io, plan
@@ -67,12 +68,21 @@ ATTEMPTS = 3  # a part listed and then folded away before it was read: list agai
 
 
 def counts_metadata(table: pa.Table) -> bytes:
-    """The status counts and model ids of manifest rows, for file metadata."""
+    """The status counts and model ids of manifest rows, for file metadata;
+    and what the rows mean beyond the model (``pipeline.resume`` checks a
+    rerun against it without reading a row): their distinct ``thresholds``
+    and their rows by ``precisions``. A table without such a column (an older
+    voxray's manifest) records no such key: unknown, not none."""
     status = table.column("status").to_pylist()
     models = sorted({m for m in table.column("model").to_pylist() if m is not None})
-    return json.dumps(
-        {OK: status.count(OK), FAILED: status.count(FAILED), "models": models}
-    ).encode()
+    counts: dict[str, Any] = {OK: status.count(OK), FAILED: status.count(FAILED), "models": models}
+    if "threshold" in table.column_names:
+        values = pc.unique(table.column("threshold")).to_pylist()
+        counts["thresholds"] = sorted(v for v in values if v is not None)
+    if "precision" in table.column_names:
+        tally = pc.value_counts(table.column("precision")).to_pylist()
+        counts["precisions"] = {t["values"]: t["counts"] for t in tally if t["values"] is not None}
+    return json.dumps(counts).encode()
 
 
 def manifest_metadata(
@@ -283,7 +293,8 @@ def read_entry(url: str, identity: str, options: Mapping[str, Any] | None) -> En
         if COUNTS_KEY in kv:
             counts = json.loads(kv[COUNTS_KEY])
         else:  # a manifest of an older voxray: count its rows
-            counts = json.loads(counts_metadata(_read(url, options, ["status", "model"])))
+            wanted = [c for c in ("status", "model", "threshold", "precision") if c in columns]
+            counts = json.loads(counts_metadata(_read(url, options, wanted)))
         generation = int(kv.get(GENERATION_KEY, b"0"))
         shard = json.loads(kv[SHARD_KEY]) if SHARD_KEY in kv else None
         coverage = plan.decode_coverage(kv)
