@@ -201,7 +201,8 @@ def make_demo_dataset(path: Path) -> None:
 
 def run_demo(config: JobConfig) -> int:
     """The demo's run. Its output folder is its own: grids of other weights (an older
-    voxray's) are cleared rather than refused, so the README's command keeps working."""
+    voxray's) or other settings (``--precision auto`` resolved on another machine)
+    are cleared rather than refused, so the README's command keeps working."""
     cluster.connect(config.verbose, config.ray_start_timeout)
     make_demo_dataset(DEMO_INPUT)
     try:
