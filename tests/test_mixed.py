@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from test_job import make_catalog, run_job
 
+from jobs import report as report_job
 from pipeline import index, resume, verify
 from pipeline.results import Output, read_manifests
 
@@ -140,6 +141,7 @@ def _as_older_voxray(output: str) -> None:
 
 
 def test_manifests_without_the_precision_column_still_read(started, capsys):
+    """Read, resumed, folded, verified and reported alongside new ones."""
     args, output, total = started
     _as_older_voxray(output)
     assert "precision" not in pq.read_schema(next(Path(output, "manifests").glob("*.parquet")))
@@ -167,6 +169,9 @@ def test_manifests_without_the_precision_column_still_read(started, capsys):
     current = index.fold(output)
     assert index.read_table(current, ["object_id", "precision"]).num_rows == total
     assert not verify.check(output).problems
+    folder = Path(output).parent / "report"
+    assert report_job.main(["--output", output, "--out", str(folder), "--cell", "32"]) == 0
+    assert (folder / "index.html").exists()
     held = resume.load_committed(output).held
     assert held.values["precision"] == ("fp32",) and held.values["threshold"] == (0.4,)
 
