@@ -495,9 +495,14 @@ def _lost(lease: Lease) -> str:
 
 
 def _settings(config: JobConfig, probed: dict[str, Any] | None = None) -> resume.Settings:
-    """What this run's rows will mean, as far as known: the flags' own settings
-    (precision only when given as fp32 or bf16), then the probed model's."""
-    probed = probed or {}
+    """What this run's rows will mean, as far as known: before the model is
+    probed, the flags' own settings (precision only when given as fp32 or
+    bf16) and what is known without loading a model (the shipped weights' id,
+    a stand-in's id and size); then the probed model's."""
+    if probed is None:
+        probed = {"model_id": None if config.model else DEFAULT_MODEL_ID}
+        if config.stand_in:  # answered without Ray
+            probed = probe_model(config)
     precision = probed.get("precision") or (
         None if config.precision == "auto" else config.precision
     )

@@ -125,7 +125,6 @@ def held_settings(current: index.State, runs: list[Mapping[str, Any]]) -> Held:
     for record in runs:
         by_generation.setdefault(int(record.get("generation") or 0), []).append(record)
     values: dict[str, set[Any]] = {name: set() for name in SETTINGS}
-    told: set[str] = set()
     precision_rows: dict[str, int] = {}
     generations: set[int] = set()
     for entry in current.entries:
@@ -146,14 +145,12 @@ def held_settings(current: index.State, runs: list[Mapping[str, Any]]) -> Held:
             values["precision"].update(named)
             label = named[0] if len(named) == 1 else "unrecorded"
             precision_rows[label] = precision_rows.get(label, 0) + counts.get("ok", 0)
-    told.update(name for name in ("model", "threshold", "precision") if values[name])
     for generation in generations:
         records = by_generation.get(generation, [])
         values["max_views"].update(_argument(records, "max_views"))
         values["image_size"].update(r["image_size"] for r in records if r.get("image_size"))
-    told.update(name for name in ("max_views", "image_size") if values[name])
     return Held(
-        values={name: tuple(sorted(values[name])) for name in SETTINGS if name in told},
+        values={name: tuple(sorted(v)) for name, v in values.items() if v},  # none: unknown
         precision_rows=dict(sorted(precision_rows.items())),
     )
 

@@ -118,6 +118,19 @@ def test_unchanged_rerun_passes_and_allow_mixed_mixes(started, capsys):
     assert code == 3 and "--threshold: the output holds rows made with 0.4, 0.5" in err
 
 
+def test_a_run_that_committed_nothing_holds_nothing(ray_local, tmp_path, capsys):
+    catalog, output = str(tmp_path / "catalog"), str(tmp_path / "grids")
+    make_catalog(catalog, good=1, files=1)
+    args = ["--input", catalog, "--output", output, *STAND_IN]
+    code, _, err = run_job([*args, "--limit", "0", "--threshold", "0.5"], capsys)
+    assert code == 0, err
+    assert _runs(output)[0]["arguments"]["threshold"] == 0.5  # recorded, no row written
+    code, _, err = run_job(args, capsys)
+    assert code == 0, err
+    success = json.loads(Path(output, "_SUCCESS").read_text())
+    assert success["settings"]["threshold"] == [0.4] and success["mixed"] == {}
+
+
 def _as_older_voxray(output: str) -> None:
     """Rewrite the output as a voxray before the ``precision`` column wrote it:
     manifests without the column whose footers count only statuses and models,
