@@ -1222,6 +1222,7 @@ def scale_output(output: str, files: list, committed: int, options: dict) -> dic
                 "occupied_voxels": pa.array(np.full(n, 900), pa.int32()),
                 "threshold": [0.4] * n,
                 "model": ["synthetic-000000000000"] * n,
+                "precision": ["fp32"] * n,
                 "iou": pa.array(np.linspace(0.3, 0.9, n), pa.float32()),
                 "row_key": row_keys,
                 "grid_offset": pa.array(offsets[:n], pa.int64()),

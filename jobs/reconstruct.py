@@ -118,6 +118,13 @@ FLAGS: dict[str, tuple[dict, str]] = {
         "unreadable _LEASE) instead of watching it for 30 s; a live run on this host is still "
         "refused, and a run taken over stops (exit 1)",
     ),
+    "--allow-mixed": (
+        {"action": "store_true"},
+        "add rows to an output whose rows were made with another --model, image size, "
+        "--threshold, --max-views or --precision (as resolved on the device), instead of "
+        "refusing the run with exit 3; every row records its model, threshold and precision, "
+        "and _SUCCESS lists what is mixed",
+    ),
     "--precision": (
         {"choices": ("auto", "fp32", "bf16")},
         "model arithmetic; auto: bf16 where the device computes it natively "
@@ -201,7 +208,8 @@ def make_demo_dataset(path: Path) -> None:
 
 def run_demo(config: JobConfig) -> int:
     """The demo's run. Its output folder is its own: grids of other weights (an older
-    voxray's) are cleared rather than refused, so the README's command keeps working."""
+    voxray's) or other settings (``--precision auto`` resolved on another machine)
+    are cleared rather than refused, so the README's command keeps working."""
     cluster.connect(config.verbose, config.ray_start_timeout)
     make_demo_dataset(DEMO_INPUT)
     try:

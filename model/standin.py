@@ -125,18 +125,29 @@ class StandIn:
         batch_size: objects per device call (as the Reconstructor's).
         reconstructed: this process is a restart of an actor (no injected
             errors unless the spec says ``@every``).
+        precision: the job's ``--precision``. A stand-in computes nothing, so
+            it only records it, as the Reconstructor would resolve it on a
+            device without bf16 ("auto" is "fp32"): the rows of a stand-in run
+            carry a precision like a real run's, and a rerun with another one
+            is refused alike.
 
     Attributes, as the Reconstructor's: ``model_id``, ``image_size``,
     ``batch_size``, ``precision``, ``device``, ``jit_compile``; and
     ``busy_s``, the time spent waiting as a device would.
     """
 
-    precision = "stand-in"
     device = "stand-in"
     jit_compile = False
 
-    def __init__(self, spec: str | StandInSpec, batch_size: int, reconstructed: bool = False):
+    def __init__(
+        self,
+        spec: str | StandInSpec,
+        batch_size: int,
+        reconstructed: bool = False,
+        precision: str = "auto",
+    ):
         self.spec = StandInSpec.parse(spec) if isinstance(spec, str) else spec
+        self.precision = "bf16" if precision == "bf16" else "fp32"
         self.image_size = self.spec.image_size
         self.batch_size = int(batch_size)
         self.model_id = model_id(self.spec)

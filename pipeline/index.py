@@ -36,6 +36,7 @@ import bisect
 import hashlib
 import json
 import posixpath
+from collections import Counter
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -67,12 +68,24 @@ ATTEMPTS = 3  # a part listed and then folded away before it was read: list agai
 
 
 def counts_metadata(table: pa.Table) -> bytes:
-    """The status counts and model ids of manifest rows, for file metadata."""
+    """The status counts and model ids of manifest rows, for file metadata;
+    and what the rows mean beyond the model (``pipeline.resume`` checks a
+    rerun against it without reading a row): their distinct ``thresholds``
+    and their rows by ``precisions``. A table without such a column (an older
+    voxray's manifest) records no such key: unknown, not none."""
     status = table.column("status").to_pylist()
     models = sorted({m for m in table.column("model").to_pylist() if m is not None})
-    return json.dumps(
-        {OK: status.count(OK), FAILED: status.count(FAILED), "models": models}
-    ).encode()
+    counts: dict[str, Any] = {OK: status.count(OK), FAILED: status.count(FAILED), "models": models}
+    # Python over one manifest's rows, not pyarrow.compute: importing it costs
+    # the driver's pre-flight ~9 MiB (measured), and a manifest is one shard.
+    if "threshold" in table.column_names:
+        thresholds = set(table.column("threshold").to_pylist()) - {None}
+        counts["thresholds"] = sorted(thresholds)
+    if "precision" in table.column_names:
+        tally = Counter(table.column("precision").to_pylist())
+        tally.pop(None, None)  # rows that never reached the model
+        counts["precisions"] = dict(sorted(tally.items()))
+    return json.dumps(counts).encode()
 
 
 def manifest_metadata(
@@ -285,7 +298,8 @@ def read_entry(url: str, identity: str, options: Mapping[str, Any] | None) -> En
         if COUNTS_KEY in kv:
             counts = json.loads(kv[COUNTS_KEY])
         else:  # a manifest of an older voxray: count its rows
-            counts = json.loads(counts_metadata(_read(url, options, ["status", "model"])))
+            wanted = [c for c in ("status", "model", "threshold", "precision") if c in columns]
+            counts = json.loads(counts_metadata(_read(url, options, wanted)))
         generation = int(kv.get(GENERATION_KEY, b"0"))
         shard = json.loads(kv[SHARD_KEY]) if SHARD_KEY in kv else None
         coverage = plan.decode_coverage(kv)

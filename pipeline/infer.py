@@ -107,7 +107,12 @@ def load_reconstructor(config: InferConfig) -> Any:
     if config.stand_in:
         from model.standin import StandIn
 
-        return StandIn(config.stand_in, config.batch_size, reconstructed=_restarted())
+        return StandIn(
+            config.stand_in,
+            config.batch_size,
+            reconstructed=_restarted(),
+            precision=config.precision,
+        )
     configure_devices(config.gpus, config.cpus)
     from model import Reconstructor
 
@@ -137,17 +142,36 @@ def _restarted() -> bool:
         return False
 
 
-def probe_model(model: str, storage_options: dict[str, Any], stand_in: str = "") -> dict[str, Any]:
-    """``{"model_id", "image_size"}`` of a model; runs as a one-shot Ray task so
-    that the driver never imports TensorFlow (a stand-in is answered at once)."""
+def probe_model(
+    model: str,
+    storage_options: dict[str, Any],
+    stand_in: str = "",
+    precision: str = "auto",
+    gpus: float = 0.0,
+) -> dict[str, Any]:
+    """``{"model_id", "image_size", "precision"}`` of a model on the device an
+    actor with ``gpus`` GPUs gets (``precision`` resolved there: "auto" is
+    per device); runs as a one-shot Ray task holding those GPUs, so that the
+    driver never imports TensorFlow (a stand-in is answered at once)."""
     if stand_in:
         from model import standin
 
         spec = standin.StandInSpec.parse(stand_in)
-        return {"model_id": standin.model_id(spec), "image_size": spec.image_size}
-    config = InferConfig(model=model, image_size=0, storage_options=storage_options)
+        device = standin.StandIn(spec, 1, precision=precision)
+        return {
+            "model_id": device.model_id,
+            "image_size": spec.image_size,
+            "precision": device.precision,
+        }
+    config = InferConfig(
+        model=model, image_size=0, storage_options=storage_options, precision=precision, gpus=gpus
+    )
     reconstructor = load_reconstructor(config)
-    return {"model_id": str(reconstructor.model_id), "image_size": int(reconstructor.image_size)}
+    return {
+        "model_id": str(reconstructor.model_id),
+        "image_size": int(reconstructor.image_size),
+        "precision": str(reconstructor.precision),
+    }
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -189,8 +213,9 @@ class Reconstruct:
 
     Output columns: the input's, minus ``pixels`` and ``voxels``, plus
     ``probabilities`` (``uint8 [32,32,32]`` as 32768 bytes, ok rows only),
-    ``occupied_voxels``, ``iou`` (when ground truth was given), ``threshold``
-    and ``model``.
+    ``occupied_voxels``, ``iou`` (when ground truth was given), ``threshold``,
+    ``model`` and ``precision`` (the resolved one, for the rows the model
+    computed; null for the others).
     """
 
     def __init__(self, config: InferConfig):
@@ -266,6 +291,7 @@ class Reconstruct:
             "iou": _ious(batch.column("voxels"), grids, rank, done, self.level),
             "threshold": pa.array(np.full(n, self.config.threshold), pa.float64()),
             "model": pa.repeat(pa.scalar(self.model_id, pa.string()), n),
+            "precision": _constant(self.reconstructor.precision, done),
         }
         status, error = batch.column("status"), batch.column("error")
         if bad.any():
@@ -402,6 +428,11 @@ def _binary(rows: np.ndarray, present: np.ndarray, width: int) -> pa.Array:
         null_count=int(n - present.sum()),
     )
     return array.cast(pa.binary()) if large else array
+
+
+def _constant(value: str, present: np.ndarray) -> pa.Array:
+    """A string column of ``value`` where ``present``, null elsewhere."""
+    return pa.array(np.full(len(present), value, dtype=object), pa.string(), mask=~present)
 
 
 def _ious(

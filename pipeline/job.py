@@ -106,6 +106,10 @@ class JobConfig:
         take_lease: take the output at once from a lease this host cannot judge
             (another host's, or an unreadable ``_LEASE``) instead of watching it
             for one time-to-live; a live driver on this host is still refused.
+        allow_mixed: add rows to an output whose rows were made with another
+            model, image size, threshold, max views or precision, instead of
+            refusing the run (``pipeline.resume.check_settings``); ``_SUCCESS``
+            then lists what is mixed.
     """
 
     input: str
@@ -134,6 +138,7 @@ class JobConfig:
     stand_in: str = ""
     ray_start_timeout: float = cluster.RAY_START_SECONDS
     moved_from: str = ""
+    allow_mixed: bool = False
 
     def problems(self) -> list[str]:
         """What is wrong with these arguments, phrased with the job's flags."""
@@ -385,9 +390,10 @@ def _set_aside_non_parquet(
     return scan
 
 
-def probe_model(config: JobConfig) -> dict[str, Any]:
-    """The model's id and input size, from a one-shot task (TensorFlow stays
-    out of the driver; the task's process exits after it).
+def probe_model(config: JobConfig, gpus: float = 0.0) -> dict[str, Any]:
+    """The model's id, input size and precision (resolved on the device of an
+    actor with ``gpus`` GPUs), from a one-shot task holding those GPUs
+    (TensorFlow stays out of the driver; the task's process exits after it).
 
     Raises:
         cluster.SetupError: the model cannot be loaded.
@@ -397,10 +403,11 @@ def probe_model(config: JobConfig) -> dict[str, Any]:
     from pipeline.infer import probe_model as probe
 
     if config.stand_in:
-        return probe(config.model, {}, config.stand_in)
-    task = ray.remote(num_cpus=1, num_gpus=0, max_calls=1)(probe)
+        return probe(config.model, {}, config.stand_in, config.precision)
+    task = ray.remote(num_cpus=1, num_gpus=gpus, max_calls=1)(probe)
     try:
-        return ray.get(task.remote(config.model, config.options(config.model)))
+        options = config.options(config.model)
+        return ray.get(task.remote(config.model, options, "", config.precision, gpus))
     except ray.exceptions.RayTaskError as exc:
         cause = exc.cause if getattr(exc, "cause", None) is not None else exc
         raise cluster.SetupError(
@@ -517,14 +524,27 @@ def run(config: JobConfig) -> int:
         # Planned with the lease held: no other writer can commit under the plan.
         # Storage problems surface here, before Ray starts and before any row is read.
         found = preflight(config)
+        # What the rows will mean, checked against what the output holds: the
+        # flags' settings before Ray starts, the model's once it is probed.
+        previous_model = (found.previous or {}).get("model")
+        held = found.committed.held
+        resume.check_settings(
+            config.output, held, _settings(config), config.allow_mixed, previous_model
+        )
+        probed = _probe(config, found)
+        resume.check_settings(
+            config.output, held, _settings(config, probed), config.allow_mixed, previous_model
+        )
         record = {
             "generation": lease.generation,
             "host": lease.host,
             "arguments": asdict(config),
             **identity_fields(found.read_plan),
+            "image_size": probed["image_size"],
+            "precision": probed["precision"],
         }
         run_name = summary.start_run(config.output, io.redact(record), out_options)
-        return _run(config, found, started, lease, run_name)
+        return _run(config, found, probed, started, lease, run_name)
     except LeaseLost:
         print(f"error: {_lost(lease)}", file=sys.stderr)
         return EXIT_RUN
@@ -560,7 +580,61 @@ def _lost(lease: Lease) -> str:
     )
 
 
-def _run(config: JobConfig, found: Preflight, started: float, lease: Lease, run_name: str) -> int:
+def _settings(config: JobConfig, probed: dict[str, Any] | None = None) -> resume.Settings:
+    """What this run's rows will mean, as far as known: before the model is
+    probed, the flags' own settings (precision only when given as fp32 or
+    bf16) and what is known without loading a model (the shipped weights' id,
+    a stand-in's id and size); then the probed model's."""
+    if probed is None:
+        probed = {"model_id": None if config.model else DEFAULT_MODEL_ID}
+        if config.stand_in:  # answered without Ray
+            probed = probe_model(config)
+    precision = probed.get("precision") or (
+        None if config.precision == "auto" else config.precision
+    )
+    return resume.Settings(
+        model=probed.get("model_id"),
+        image_size=probed.get("image_size"),
+        threshold=config.threshold,
+        max_views=config.max_views,
+        precision=precision,
+    )
+
+
+def _probe(config: JobConfig, found: Preflight) -> dict[str, Any]:
+    """``{"model_id", "image_size", "precision", "pool"}`` of this run: the
+    model probed on the device its actors get (``pool``: the actor pool
+    planned for the cluster, Ray connected). A stand-in answers without Ray;
+    with nothing left to do, no model is loaded for nothing (the shipped
+    weights' id is known) and no pool is planned: image size and an "auto"
+    precision stay unknown (no row is written)."""
+    if config.stand_in:
+        return {**probe_model(config), "pool": None}
+    if not found.read_plan.fragments:
+        model_id, image_size = DEFAULT_MODEL_ID, None
+        if config.model:
+            cluster.connect(config.verbose, config.ray_start_timeout)
+            model_id = probe_model(config)["model_id"]
+        precision = None if config.precision == "auto" else config.precision
+        return {
+            "model_id": model_id,
+            "image_size": image_size,
+            "precision": precision,
+            "pool": None,
+        }
+    cluster.connect(config.verbose, config.ray_start_timeout)
+    pool = cluster.plan_actors(config.actors, config.gpus_per_actor, config.cpus_per_actor)
+    return {**probe_model(config, pool.gpus), "pool": pool}
+
+
+def _run(
+    config: JobConfig,
+    found: Preflight,
+    probed: dict[str, Any],
+    started: float,
+    lease: Lease,
+    run_name: str,
+) -> int:
     from pipeline.sink import ShardSink
 
     out_options = config.options(config.output)
@@ -571,28 +645,19 @@ def _run(config: JobConfig, found: Preflight, started: float, lease: Lease, run_
             f"{read_plan.rows_committed:,} of this run's {read_plan.rows_total:,} input rows "
             "are among them and are not read again"
         )
-    if not read_plan.fragments:
-        # No model is loaded for nothing: the shipped weights' id is known, and a
-        # stand-in's is its spec's (no Ray needed for either).
-        model_id = DEFAULT_MODEL_ID if not config.model else None
-        if config.stand_in:
-            model_id = probe_model(config)["model_id"]
-        elif model_id is None:
-            cluster.connect(config.verbose, config.ray_start_timeout)
-            model_id = probe_model(config)["model_id"]
-        resume.check_model(config.output, committed, model_id, (found.previous or {}).get("model"))
-        return _nothing_to_do(config, found, started, model_id, lease, run_name)
-    cluster.connect(config.verbose, config.ray_start_timeout)
-    probed = probe_model(config)
     model_id = probed["model_id"]
-    resume.check_model(config.output, committed, model_id, (found.previous or {}).get("model"))
+    if not read_plan.fragments:
+        return _nothing_to_do(config, found, started, model_id, lease, run_name)
+    cluster.connect(config.verbose, config.ray_start_timeout)  # a stand-in's run probed without
     try:
         # _SUCCESS is written last; a stale one must not vouch for this run's output.
         io.remove(io.join(config.output, SUCCESS), out_options)
     except Exception as exc:
         raise io.explain(exc, config.output, "output", out_options) from None
 
-    pool = cluster.plan_actors(config.actors, config.gpus_per_actor, config.cpus_per_actor)
+    pool = probed["pool"] or cluster.plan_actors(
+        config.actors, config.gpus_per_actor, config.cpus_per_actor
+    )
     stats = progress.start()
     sink = ShardSink(
         config.output,
@@ -694,7 +759,8 @@ def _interrupted(
             rows_failed=now.rows_failed - before.rows_failed,
             rows_skipped=found.read_plan.rows_committed,
             wall_s=time.monotonic() - started,
-            model=min(now.models, default=None),  # one model per output (resume.check_model)
+            # one model per output unless mixed on purpose (resume.check_settings)
+            model=min(now.models, default=None),
             output=config.output,
             arguments=asdict(config),
             committed_before={"rows_ok": before.rows_ok, "rows_failed": before.rows_failed},
@@ -793,6 +859,8 @@ def _finish(
         lambda: summary.record_run(config.output, report, out_options, run_name),
         config.io_retry_seconds,
     )
+    # What the output's rows mean now, this run's included (its record names them).
+    held = resume.held_settings(current, runs)
     if checked.problems:
         print(checked.format(), file=sys.stderr)
     if checked.damaged:
@@ -828,7 +896,13 @@ def _finish(
         if rows_ok + rows_failed == 0 and found.previous is not None and vouched:
             success_url = io.join(config.output, SUCCESS)  # the working runs' figures stay
         else:
-            final = {**report, **summary.history(runs)}
+            final = {
+                **report,
+                **summary.history(runs),
+                "settings": {k: list(v) for k, v in held.values.items()},
+                "precisions": held.precision_rows,
+                "mixed": held.mixed(),
+            }
             final.pop("input_files")  # one entry per file read: the run record keeps it
             success_url = io.retrying(
                 lambda: summary.write_success(config.output, final, out_options),

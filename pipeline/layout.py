@@ -22,6 +22,8 @@ REJECTED = "rejected"  # OUTPUT/rejected/...: files verify --repair set aside (n
 OK, FAILED = "ok", "failed"
 
 # The manifest's own columns, in order; carried input columns follow them.
+# Every reader must accept manifests that lack a column added later (a column is
+# only ever added, at the end of a group, and read as null where absent).
 MANIFEST_SCHEMA = pa.schema(
     [
         ("object_id", pa.string()),
@@ -36,6 +38,11 @@ MANIFEST_SCHEMA = pa.schema(
         ("occupied_voxels", pa.int32()),  # grid >= threshold * 255
         ("threshold", pa.float64()),
         ("model", pa.string()),  # stable id of the weights
+        # "fp32" | "bf16": the arithmetic the grid was computed in (the job's
+        # --precision as resolved on the actor's device); null for a row that
+        # never reached the model. Manifests of an older voxray lack the
+        # column: readers take it as null (pipeline.index, pipeline.results).
+        ("precision", pa.string()),
         ("iou", pa.float32()),  # against the input's voxels, else null
         ("row_key", pa.string()),  # the input row's position: "<fragment>:<row>"
         ("grid_offset", pa.int64()),  # byte offset of the grid's zip record in the shard

@@ -138,9 +138,9 @@ def write_shard(
             columns["status"] = pa.array([OK if s else FAILED for s in shard], pa.string())
         elif field.name == "error_kind":
             continue  # from the final errors, below
-        elif field.name == "warning" and "warning" not in rows.column_names:
-            # rows from a stage that warns of nothing
-            columns["warning"] = pa.nulls(rows.num_rows, pa.string())
+        elif field.name in ("warning", "precision") and field.name not in rows.column_names:
+            # rows from a stage that warns of nothing, or that ran no model
+            columns[field.name] = pa.nulls(rows.num_rows, field.type)
         else:
             columns[field.name] = rows.column(field.name).cast(field.type)
     # A row marked ok whose grid is missing cannot be committed as ok.

@@ -113,10 +113,18 @@ def record_run(
     status: str = FINISHED,
 ) -> list[dict[str, Any]]:
     """Write this run's record under ``OUTPUT/runs/`` (completing the one
-    :func:`start_run` wrote when ``name`` is given); returns every run's
+    :func:`start_run` wrote when ``name`` is given: what it said and the report
+    does not, such as the run's image size, stays); returns every run's
     record, oldest first."""
+    started: dict[str, Any] = {}
+    if name:
+        try:
+            started = json.loads(io.read_bytes(io.join(output, RUNS, name), storage_options))
+        except (FileNotFoundError, ValueError):
+            started = {}
     name = name or f"{report['started'].replace(':', '')}-{uuid.uuid4().hex[:8]}.json"
-    data = json.dumps({**report, "status": status}, indent=2, sort_keys=True).encode()
+    body = {**started, **report, "status": status}
+    data = json.dumps(body, indent=2, sort_keys=True).encode()
     io.write_bytes(io.join(output, RUNS, name), data, storage_options)
     return read_runs(output, storage_options)
 
