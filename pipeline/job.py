@@ -29,7 +29,19 @@ from typing import Any
 from model.defaults import BATCH_SIZE, DEFAULT_MODEL_ID, DEFAULT_WEIGHTS, GPU_BATCH_SIZE
 from model.images import MAX_PIXELS
 from model.voxels import THRESHOLD
-from pipeline import cluster, index, inputs, io, plan, progress, resume, stops, summary, verify
+from pipeline import (
+    cluster,
+    index,
+    inputs,
+    io,
+    plan,
+    progress,
+    repeats,
+    resume,
+    stops,
+    summary,
+    verify,
+)
 from pipeline.decode import MAX_ROW_BYTES, DecodeConfig
 from pipeline.layout import INDEX, LEASE, LEASES, MANIFESTS, REJECTED, RUNS, SHARDS, SUCCESS
 from pipeline.lease import Lease, LeaseHeld, LeaseLost
@@ -641,6 +653,28 @@ def _nothing_to_do(
     )
 
 
+def _watched(
+    config: JobConfig, found: Preflight, current: index.State, coverage: plan.Coverage
+) -> dict[str, Any]:
+    """The figures of repeated work and of stale rows the run reports
+    (``pipeline.repeats``): ids with several rows (and from several input
+    files), how many more than before this run, and committed rows of input
+    files that are gone."""
+    counted = repeats.repeats(current, config.options(config.output))
+    gone = repeats.stale(coverage, repeats.CurrentInput.from_scan(found.scan))
+    figures: dict[str, Any] = counted.fields()
+    before = summary.last_figure(
+        config.output, config.options(config.output), found.previous, "duplicate_ids"
+    )
+    if before is None and not found.committed.rows:
+        before = 0  # an output that held nothing repeated nothing
+    figures["duplicate_ids_grew_by"] = None if before is None else counted.ids - before
+    figures["duplicates_count_s"] = round(counted.seconds, 3)
+    figures["rows_stale"] = gone.rows
+    figures["stale_files"] = len(gone.files)
+    return figures
+
+
 def _finish(
     config: JobConfig,
     found: Preflight,
@@ -670,7 +704,9 @@ def _finish(
     current = index.state(config.output, out_options)
     checked = verify.check(config.output, out_options, current=current)
     files = _input_files(found.scan)
-    left = plan.plan(files, current.coverage(), config.limit).rows_todo
+    coverage = current.coverage()
+    left = plan.plan(files, coverage, config.limit).rows_todo
+    watched = _watched(config, found, current, coverage)
     report = summary.build_summary(
         rows_ok=rows_ok,
         rows_failed=rows_failed,
@@ -689,6 +725,7 @@ def _finish(
     report["skipped_files"] = [str(u) for u in found.scan.unreadable] + found.scan.problems
     report["generation"] = lease.generation
     report.update(summary.output_totals(current.counts(), current.keys()))
+    report.update(watched)
     runs = io.retrying(
         lambda: summary.record_run(config.output, report, out_options, run_name),
         config.io_retry_seconds,
@@ -727,6 +764,16 @@ def _finish(
         vouched = not any(f.repair == verify.UNVOUCH for f in checked.findings)
         if rows_ok + rows_failed == 0 and found.previous is not None and vouched:
             success_url = io.join(config.output, SUCCESS)  # the working runs' figures stay
+            if any(found.previous.get(k) != watched[k] for k in summary.WATCHED):
+                # ... but what the output holds now (a file gone, ids repeated) is current
+                io.retrying(
+                    lambda: summary.write_success(
+                        config.output,
+                        {**found.previous, **{k: watched[k] for k in summary.WATCHED}},
+                        out_options,
+                    ),
+                    config.io_retry_seconds,
+                )
         else:
             final = {**report, **summary.history(runs)}
             success_url = io.retrying(

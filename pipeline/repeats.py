@@ -1,0 +1,169 @@
+"""What an output holds more than once, and what it holds of input files that
+are gone: the two figures an operator watches on a catalog that lives for
+years, counted at the end of every run (``pipeline.job``) and by
+``pipeline.prune``.
+
+*Repeated ids*: ``object_id`` values with more than one row in the output, and
+how many of those have rows from different input files (the name part of
+their row keys, the text before the first ``-``, differs): an object appended
+again in a new file, or a file copied under another name, shows up here.
+Counted from the index's ``object_id`` and ``row_key`` columns alone.
+
+*Stale rows*: committed rows of input files that no longer exist. A fragment
+key is ``<name>-<content>-<row group>`` (``pipeline.plan``): the name part is
+the first 12 hex of the sha256 of the file's canonical URL, the content part
+16 hex of its footer digest (8 hex in keys written before content identity,
+``legacy``: those are matched by name alone). A committed fragment belongs to
+the current input when its name part or its content part is that of a
+current input file (a renamed or moved file is still the same content);
+otherwise it is stale. Counted from the index's coverage: no row is read.
+
+This module must never read an input row, and never write.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline import index, io, plan
+
+NAME_DIGITS = 12  # a fragment key's name part
+CONTENT_DIGITS = 16  # its content part (8 in a legacy key)
+
+
+def name_part(url: str) -> str:
+    """The name part of the fragment keys of the file at ``url``."""
+    return hashlib.sha256(io.canonical_url(url).encode()).hexdigest()[:NAME_DIGITS]
+
+
+@dataclass(frozen=True)
+class CurrentInput:
+    """The input files as they are now: their name parts and content parts.
+
+    Args:
+        names: name parts of every file listed (readable or not: a file that
+            exists but cannot be read is not gone).
+        contents: content parts of the files whose footer was read.
+    """
+
+    names: frozenset[str]
+    contents: frozenset[str]
+
+    @classmethod
+    def of(cls, urls: Iterable[str], contents: Iterable[str]) -> CurrentInput:
+        return cls(
+            frozenset(name_part(u) for u in urls),
+            frozenset(c[:CONTENT_DIGITS] for c in contents if c),
+        )
+
+    @classmethod
+    def from_scan(cls, scan: Any) -> CurrentInput:
+        """From an ``inputs.Scan``: every file it listed, and the readable ones' content."""
+        urls = [f.url for f in scan.files] + [u.url for u in scan.unreadable]
+        return cls.of(urls, (f.content for f in scan.files))
+
+    def holds(self, fragment: str) -> bool:
+        """Whether the committed ``fragment`` is of a current input file."""
+        name, _, rest = fragment.partition("-")
+        if name in self.names:
+            return True
+        content = rest.partition("-")[0]
+        return len(content) == CONTENT_DIGITS and content in self.contents
+
+
+@dataclass(frozen=True)
+class Stale:
+    """Committed rows of input files that no longer exist.
+
+    Args:
+        coverage: the stale fragments and their committed row ranges.
+    """
+
+    coverage: plan.Coverage
+
+    @property
+    def rows(self) -> int:
+        return sum(plan.covered(r) for r in self.coverage.values())
+
+    @property
+    def files(self) -> dict[str, list[str]]:
+        """``{name part: [fragment, ...]}``: the gone files and their fragments."""
+        out: dict[str, list[str]] = {}
+        for fragment in sorted(self.coverage):
+            out.setdefault(fragment.partition("-")[0], []).append(fragment)
+        return out
+
+
+def stale(coverage: Mapping[str, plan.Ranges], current: CurrentInput) -> Stale:
+    """The fragments of ``coverage`` (an output's committed rows) that are of
+    no current input file."""
+    return Stale({f: list(r) for f, r in coverage.items() if not current.holds(f)})
+
+
+@dataclass(frozen=True)
+class Repeats:
+    """``object_id`` values with more than one row in an output.
+
+    Args:
+        ids: ids with more than one row.
+        across_files: of those, ids whose rows come from different input files.
+        rows: the rows of those ids.
+        seconds: what counting them took.
+    """
+
+    ids: int
+    across_files: int
+    rows: int
+    seconds: float = 0.0
+
+    def fields(self) -> dict[str, int]:
+        """The figures as the run record and ``_SUCCESS`` hold them."""
+        return {
+            "duplicate_ids": self.ids,
+            "duplicate_ids_across_files": self.across_files,
+            "duplicate_rows": self.rows,
+        }
+
+
+def repeats(current: index.State, options: Mapping[str, Any] | None = None) -> Repeats:
+    """Count the repeated ids of the output ``current`` describes, from the
+    index's ``object_id`` and ``row_key`` columns (the parts and the
+    manifests not folded yet)."""
+    started = time.monotonic()
+    table = index.read_table(current, ["object_id", "row_key"], options)
+    return count_repeats(table, started)
+
+
+def count_repeats(table: pa.Table, started: float | None = None) -> Repeats:
+    """Count the repeated ids of ``table`` (``object_id`` and ``row_key``
+    columns); a null id (a row whose id could not be read) repeats nothing."""
+    started = time.monotonic() if started is None else started
+    if table.num_rows == 0:
+        return Repeats(0, 0, 0, time.monotonic() - started)
+    counts = pc.value_counts(table.column("object_id"))
+    several = counts.filter(
+        pc.and_(pc.is_valid(counts.field("values")), pc.greater(counts.field("counts"), 1))
+    )
+    if len(several) == 0:
+        return Repeats(0, 0, 0, time.monotonic() - started)
+    # Only the repeated ids' rows are looked at again: usually a small share.
+    ids = several.field("values")
+    rows = table.filter(pc.is_in(table.column("object_id"), value_set=ids))
+    # The name part of a key is its first NAME_DIGITS characters (the pinned
+    # key format); slicing is a tenth of the cost of splitting at "-".
+    names = pc.utf8_slice_codeunits(rows.column("row_key"), 0, NAME_DIGITS)
+    files = (
+        pa.table({"object_id": rows.column("object_id"), "name": names})
+        .group_by("object_id")
+        .aggregate([("name", "count_distinct")])
+    )
+    across = pc.sum(pc.greater(files.column("name_count_distinct"), 1)).as_py() or 0
+    total = pc.sum(several.field("counts")).as_py() or 0
+    return Repeats(len(several), across, total, time.monotonic() - started)
