@@ -494,9 +494,12 @@ def _run(config: JobConfig, found: Preflight, started: float, lease: Lease, run_
             "are among them and are not read again"
         )
     if not read_plan.fragments:
-        # No model is loaded for nothing: the shipped weights' id is known.
+        # No model is loaded for nothing: the shipped weights' id is known, and
+        # the stand-in's comes from its spec (probed here, without Ray).
         model_id = DEFAULT_MODEL_ID if not config.model else None
-        if model_id is None:
+        if config.stand_in:
+            model_id = probe_model(config)["model_id"]
+        elif model_id is None:
             cluster.connect(config.verbose, config.ray_start_timeout)
             model_id = probe_model(config)["model_id"]
         resume.check_model(config.output, committed, model_id, (found.previous or {}).get("model"))
