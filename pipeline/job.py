@@ -666,11 +666,11 @@ def _watched(
     counted = repeats.repeats(current, config.options(config.output))
     gone = repeats.stale(coverage, repeats.CurrentInput.from_scan(found.scan))
     figures: dict[str, Any] = counted.fields()
-    before = summary.last_figure(
-        config.output, config.options(config.output), found.previous, "duplicate_ids"
-    )
-    if before is None and not found.committed.rows:
-        before = 0  # an output that held nothing repeated nothing
+    before = 0  # an output that held nothing repeated nothing
+    if found.committed.rows:
+        before = summary.last_figure(
+            config.output, config.options(config.output), found.previous, "duplicate_ids"
+        )
     figures["duplicate_ids_grew_by"] = None if before is None else counted.ids - before
     figures["duplicates_count_s"] = round(counted.seconds, 3)
     figures["rows_stale"] = gone.rows

@@ -123,8 +123,8 @@ def find(
     if coverage and len(gone.coverage) == len(coverage):
         raise NothingOfTheInput(
             f"none of the {state.keys()} rows of {output} is of a file of this input: "
-            "is --input the catalog this output was made from (or where it moved)? "
-            "Nothing was changed."
+            "is --input the catalog this output was made from (or where it moved)? If its "
+            "files are all new, run the job on it first. Nothing was changed."
         )
     found = Found(output, gone)
     found.manifests = [e for e in state.entries if any(f in gone.coverage for f in e.coverage)]

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from test_job import run_job
 
 from conftest import REPO
-from pipeline import io, repeats, verify
+from pipeline import io, repeats, report, verify
 from pipeline.layout import MANIFESTS, REJECTED, RUNS
 from pipeline.results import Output, read_manifests
 
@@ -175,6 +175,8 @@ def test_a_deleted_file_is_counted_stale_listed_and_pruned_on_s3(ray_local, s3_b
     assert newest_record(output)["rows_stale"] == 4
     status = Output(output).status()
     assert status["rows_stale"] == 4 and status["as_of"].startswith("run ended ")
+    line = report._repeats_line(status)  # the HTML report's
+    assert "4 rows of input files that no longer exist (as of the run ended" in line
 
     listed = manifest_names(output)
     code, out, err = prune_cli(catalog, output, capsys, "--dry-run")
