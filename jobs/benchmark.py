@@ -1292,10 +1292,10 @@ options = io.storage_options({output!r}, {options!r})
 state = index.state({output!r}, options)
 before = peak()
 t = time.perf_counter()
-counted = repeats.repeats(state, options)
+counted = repeats.repeated_ids(state, options)
 s = time.perf_counter() - t
 t = time.perf_counter()
-gone = repeats.stale(state.coverage(), repeats.CurrentInput.of([], []))
+gone = repeats.stale_rows(state.coverage(), repeats.CurrentInput.of([], []))
 stale_s = time.perf_counter() - t
 print(json.dumps({{"duplicates_s": s, "stale_count_s": stale_s, "rows_stale": gone.rows,
     "duplicate_ids": counted.ids, "peak_rss_mib": peak(), "rss_before_mib": before}}))

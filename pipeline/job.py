@@ -29,22 +29,11 @@ from typing import Any
 from model.defaults import BATCH_SIZE, DEFAULT_MODEL_ID, DEFAULT_WEIGHTS, GPU_BATCH_SIZE
 from model.images import MAX_PIXELS
 from model.voxels import THRESHOLD
-from pipeline import (
-    cluster,
-    index,
-    inputs,
-    io,
-    plan,
-    progress,
-    repeats,
-    resume,
-    stops,
-    summary,
-    verify,
-)
+from pipeline import cluster, index, inputs, io, plan, progress, resume, stops, summary, verify
 from pipeline.decode import MAX_ROW_BYTES, DecodeConfig
 from pipeline.layout import INDEX, LEASE, LEASES, MANIFESTS, REJECTED, RUNS, SHARDS, SUCCESS
 from pipeline.lease import Lease, LeaseHeld, LeaseLost
+from pipeline.repeats import CurrentInput, repeated_ids, stale_rows
 
 # Exit codes: 0 every row accounted for; 1 the run could not finish, or Ray or
 # storage was unavailable for now (rerun to resume); 2 bad arguments; 3 a
@@ -663,8 +652,8 @@ def _watched(
     (``pipeline.repeats``): ids with several rows (and from several input
     files), how many more than before this run, and committed rows of input
     files that are gone."""
-    counted = repeats.repeats(current, config.options(config.output))
-    gone = repeats.stale(coverage, repeats.CurrentInput.from_scan(found.scan))
+    counted = repeated_ids(current, config.options(config.output))
+    gone = stale_rows(coverage, CurrentInput.from_scan(found.scan))
     figures: dict[str, Any] = counted.fields()
     before = 0  # an output that held nothing repeated nothing
     if found.committed.rows:

@@ -119,7 +119,7 @@ def find(
     """
     state = index.state(output, options)
     coverage = state.coverage()
-    gone = repeats.stale(coverage, current)
+    gone = repeats.stale_rows(coverage, current)
     if coverage and len(gone.coverage) == len(coverage):
         raise NothingOfTheInput(
             f"none of the {state.keys()} rows of {output} is of a file of this input: "
@@ -276,8 +276,8 @@ def record(
     (when there is one) the new totals, and write the prune's record under
     ``OUTPUT/runs/``. Returns the record."""
     state = index.state(output, options)
-    counted = repeats.repeats(state, options)
-    gone = repeats.stale(state.coverage(), current)
+    counted = repeats.repeated_ids(state, options)
+    gone = repeats.stale_rows(state.coverage(), current)
     figures = {
         **counted.fields(),
         "rows_stale": gone.rows,

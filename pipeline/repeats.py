@@ -101,7 +101,7 @@ class Stale:
         return out
 
 
-def stale(coverage: Mapping[str, plan.Ranges], current: CurrentInput) -> Stale:
+def stale_rows(coverage: Mapping[str, plan.Ranges], current: CurrentInput) -> Stale:
     """The fragments of ``coverage`` (an output's committed rows) that are of
     no current input file."""
     return Stale({f: list(r) for f, r in coverage.items() if not current.holds(f)})
@@ -132,7 +132,7 @@ class Repeats:
         }
 
 
-def repeats(current: index.State, options: Mapping[str, Any] | None = None) -> Repeats:
+def repeated_ids(current: index.State, options: Mapping[str, Any] | None = None) -> Repeats:
     """Count the repeated ids of the output ``current`` describes, from the
     index (the parts and the manifests not folded yet): every row's
     ``object_id``, then the ``row_key`` of the repeated ids' rows alone."""
@@ -147,7 +147,7 @@ def repeats(current: index.State, options: Mapping[str, Any] | None = None) -> R
     return _tally(several, rows, started)
 
 
-def count_repeats(table: pa.Table, started: float | None = None) -> Repeats:
+def repeated_ids_in(table: pa.Table, started: float | None = None) -> Repeats:
     """Count the repeated ids of ``table`` (``object_id`` and ``row_key``
     columns); a null id (a row whose id could not be read) repeats nothing."""
     started = time.monotonic() if started is None else started

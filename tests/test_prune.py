@@ -89,7 +89,7 @@ def test_a_fragment_is_stale_when_neither_its_name_nor_its_content_is_current(tm
     # a legacy key's content part (8 hex of size and mtime) is matched by name only
     assert current.holds(f"{name}-89abcdef-0")
     assert not current.holds(f"{other}-{content[:8]}-0")
-    found = repeats.stale(
+    found = repeats.stale_rows(
         {f"{name}-{'f' * 16}-0": [[0, 5]], f"{other}-12345678-1": [[0, 2], [4, 7]]}, current
     )
     assert found.rows == 5 and found.files == {other: [f"{other}-12345678-1"]}
@@ -113,7 +113,7 @@ def test_repeated_ids_are_counted_from_the_index_by_file():
             ],
         }
     )
-    counted = repeats.count_repeats(table)
+    counted = repeats.repeated_ids_in(table)
     assert (counted.ids, counted.across_files, counted.rows) == (2, 1, 5)
 
 
