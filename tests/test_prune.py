@@ -117,6 +117,16 @@ def test_repeated_ids_are_counted_from_the_index_by_file():
     assert (counted.ids, counted.across_files, counted.rows) == (2, 1, 5)
 
 
+def test_id_hashes_agree_whatever_the_lengths_around_them():
+    """Ids of one length are hashed column by column, mixed lengths byte by
+    byte: the same id gets the same hash either way, in any chunk."""
+    fixed = pa.chunked_array([pa.array(["ab", "ba", "cd"])])
+    mixed = pa.chunked_array([pa.array(["x", None, "ab"]), pa.array(["", "ba", "q" * 5000])])
+    a, b = repeats._hash_strings(fixed), repeats._hash_strings(mixed)
+    assert a[0] == b[2] and a[1] == b[4] and len(set(a.tolist())) == 3
+    assert len(set(b.tolist())) == 6
+
+
 # --- the job's figures -------------------------------------------------------------------
 
 
