@@ -1317,6 +1317,8 @@ def _prune_last_file(input_url: str, output: str, options: dict) -> dict:
     in_options = io.storage_options(input_url, options)
     out_options = io.storage_options(output, options)
     committed = [u for u in io.find_files(input_url, ".parquet", in_options) if "/part-" in u]
+    if len(committed) < 2:  # the prune would refuse an input that holds none of the output
+        return {"skipped": "one input file of committed rows (--committed <= 65536)"}
     io.remove(committed[-1], in_options)
     t = time.perf_counter()
     current = prune.current_input(input_url, in_options)
