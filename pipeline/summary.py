@@ -192,16 +192,25 @@ def last_figure(
 
 
 def last_record(output: str, storage_options: Mapping[str, Any] | None, key: str) -> dict[str, Any]:
-    """The newest record under ``OUTPUT/runs/`` that holds ``key`` ({} if none)."""
+    """The newest record under ``OUTPUT/runs/`` that holds ``key`` ({} if none).
+    Records are named for their start to the second, newest last; of those
+    that started in the same second (a prune right after a run), the newer
+    lease generation is the newer."""
     urls = io.list_files(io.join(output, RUNS), ".json", storage_options)
-    for url in reversed(urls):  # named by start time: newest last
+    found: dict[str, Any] = {}
+    second = None
+    for url in reversed(urls):
+        started = url.rsplit("/", 1)[-1].rsplit("-", 1)[0]
+        if found and started != second:
+            break
         try:
             record = json.loads(io.read_bytes(url, storage_options))
         except (FileNotFoundError, ValueError):
             continue
-        if key in record:
-            return record
-    return {}
+        newer = not found or record.get("generation", 0) > found.get("generation", 0)
+        if key in record and newer:
+            found, second = record, started
+    return found
 
 
 def write_success(

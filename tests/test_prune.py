@@ -127,6 +127,18 @@ def test_id_hashes_agree_whatever_the_lengths_around_them():
     assert len(set(b.tolist())) == 6
 
 
+def test_of_records_that_started_in_the_same_second_the_newer_generation_counts(tmp_path):
+    from pipeline import summary
+
+    runs = tmp_path / "out" / RUNS
+    runs.mkdir(parents=True)
+    for name, generation, stale in (("00000000", 3, 0), ("ffffffff", 2, 4), ("aaaaaaaa", 1, 9)):
+        record = {"generation": generation, "rows_stale": stale}
+        stamp = "2026-12-02T130000Z" if generation > 1 else "2026-12-02T125959Z"
+        (runs / f"{stamp}-{name}.json").write_text(json.dumps(record))
+    assert summary.last_record(str(tmp_path / "out"), None, "rows_stale")["rows_stale"] == 0
+
+
 # --- the job's figures -------------------------------------------------------------------
 
 
