@@ -652,7 +652,9 @@ def _watched(
     (``pipeline.repeats``): ids with several rows (and from several input
     files), how many more than before this run, and committed rows of input
     files that are gone."""
-    counted = repeated_ids(current, config.options(config.output))
+    counted = io.retrying(
+        lambda: repeated_ids(current, config.options(config.output)), config.io_retry_seconds
+    )
     gone = stale_rows(coverage, CurrentInput.from_scan(found.scan))
     figures: dict[str, Any] = counted.fields()
     before = 0  # an output that held nothing repeated nothing
