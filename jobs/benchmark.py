@@ -1276,6 +1276,80 @@ print(json.dumps({{"plan_s": s, "rows_todo": found.read_plan.rows_todo,
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def _repeats_in_fresh_process(output: str, options: dict) -> dict:
+    """What the end of every run adds to count repeated ids and stale rows
+    (``pipeline.repeats``: the index's ``object_id`` and ``row_key`` columns,
+    and its coverage), in a process of its own: seconds and the peak RSS over
+    the process's own after the index's state is read."""
+    import subprocess
+
+    code = f"""
+import json, sys, time
+sys.path.insert(0, {str(REPO)!r})
+from pipeline import index, io, repeats
+def peak():
+    return [int(x.split()[1]) for x in open("/proc/self/status") if x.startswith("VmHWM")][0] / 1024
+options = io.storage_options({output!r}, {options!r})
+state = index.state({output!r}, options)
+before = peak()
+t = time.perf_counter()
+counted = repeats.repeated_ids(state, options)
+s = time.perf_counter() - t
+t = time.perf_counter()
+gone = repeats.stale_rows(state.coverage(), repeats.CurrentInput.of([], []))
+stale_s = time.perf_counter() - t
+print(json.dumps({{"duplicates_s": s, "stale_count_s": stale_s, "rows_stale": gone.rows,
+    "duplicate_ids": counted.ids, "peak_rss_mib": peak(), "rss_before_mib": before}}))
+"""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _prune_last_file(input_url: str, output: str, options: dict) -> dict:
+    """Delete the input's last file of committed rows and prune its rows as
+    ``jobs/prune.py`` does (the lease, the replacements, the set-asides, the
+    fold, the record): seconds of each step and what it dropped."""
+    from pipeline import io, prune
+    from pipeline.lease import Lease
+
+    in_options = io.storage_options(input_url, options)
+    out_options = io.storage_options(output, options)
+    committed = [u for u in io.find_files(input_url, ".parquet", in_options) if "/part-" in u]
+    if len(committed) < 2:  # the prune would refuse an input that holds none of the output
+        return {"skipped": "one input file of committed rows (--committed <= 65536)"}
+    io.remove(committed[-1], in_options)
+    t = time.perf_counter()
+    current = prune.current_input(input_url, in_options)
+    lease = Lease(output, out_options, say=lambda s: None)
+    lease.acquire()
+    try:
+        found = prune.find(output, current, out_options)
+        find_s = time.perf_counter() - t
+        t = time.perf_counter()
+        done = prune.prune(found, out_options, lease.check, lease.generation, say=lambda s: None)
+        prune_s = time.perf_counter() - t
+        t = time.perf_counter()
+        report = prune.record(
+            output, input_url, current, done, out_options, lease.generation, 0.0, lease.check
+        )
+        record_s = time.perf_counter() - t
+    finally:
+        lease.release()
+    return {
+        "find_s": round(find_s, 3),
+        "prune_s": round(prune_s, 3),
+        "record_s": round(record_s, 3),
+        "rows_pruned": done["rows_pruned"],
+        "manifests_set_aside": done["manifests_set_aside"],
+        "manifests_written": done["manifests_written"],
+        "rows_left": report["totals"]["rows"],
+        "rows_stale_after": report["rows_stale"],
+    }
+
+
 def _decode_once(input_url: str, output: str, options: dict) -> float:
     """Rows/s of one pass of planning, reading and decoding what a run has left
     to do, as the job's driver, read and decode tasks do it (no Ray)."""
@@ -1387,6 +1461,8 @@ def bench_scale(args: argparse.Namespace) -> dict:
         kinds: dict[str, int] = {}
         for f in checked.findings:
             kinds[f.kind] = kinds.get(f.kind, 0) + 1
+        watched = _repeats_in_fresh_process(output, options)
+        pruned = _prune_last_file(input_url, output, options) if args.prune else None
         return {
             "committed": n,
             "storage": "s3 (moto)" if args.s3 else "local",
@@ -1409,6 +1485,12 @@ def bench_scale(args: argparse.Namespace) -> dict:
             "verify_findings": kinds,
             "synthesis": made,
             "index_parts": len(index.state(output, out_options).parts),
+            # what every run's end adds: repeated ids from the index, stale rows
+            "duplicates_count_s": round(watched["duplicates_s"], 3),
+            "duplicates_peak_rss_mib": round(watched["peak_rss_mib"], 1),
+            "duplicates_rss_before_mib": round(watched["rss_before_mib"], 1),
+            "stale_count_s": round(watched["stale_count_s"], 4),
+            "prune": pruned,
         }
     finally:
         if moto is not None:
@@ -1554,6 +1636,9 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--s3", action="store_true", help="on a moto S3 server on loopback")
     c.add_argument("--fresh", type=int, default=SCALE_FRESH, help="rows left to do (decoded)")
     c.add_argument("--json", action="store_true", help="last line printed is JSON")
+    c.add_argument(
+        "--prune", action="store_true", help="at the end, delete an input file and prune its rows"
+    )
     n = sub.add_parser("scan", help="the input pre-flight: every footer of N small files")
     n.add_argument("--files", type=int, default=10_000)
     n.add_argument("--s3", action="store_true", help="on a moto S3 server on loopback")

@@ -34,6 +34,7 @@ from pipeline.columns import agree_with_output
 from pipeline.decode import MAX_ROW_BYTES, DecodeConfig
 from pipeline.layout import INDEX, LEASE, LEASES, MANIFESTS, REJECTED, RUNS, SHARDS, SUCCESS
 from pipeline.lease import Lease, LeaseHeld, LeaseLost
+from pipeline.repeats import CurrentInput, repeated_ids, stale_rows
 
 # Exit codes: 0 every row accounted for; 1 the run could not finish, or Ray or
 # storage was unavailable for now (rerun to resume); 2 bad arguments; 3 a
@@ -801,6 +802,30 @@ def _nothing_to_do(
     )
 
 
+def _watched(
+    config: JobConfig, found: Preflight, current: index.State, coverage: plan.Coverage
+) -> dict[str, Any]:
+    """The figures of repeated work and of stale rows the run reports
+    (``pipeline.repeats``): ids with several rows (and from several input
+    files), how many more than before this run, and committed rows of input
+    files that are gone."""
+    counted = io.retrying(
+        lambda: repeated_ids(current, config.options(config.output)), config.io_retry_seconds
+    )
+    gone = stale_rows(coverage, CurrentInput.from_scan(found.scan))
+    figures: dict[str, Any] = counted.fields()
+    before = 0  # an output that held nothing repeated nothing
+    if found.committed.rows:
+        before = summary.last_figure(
+            config.output, config.options(config.output), found.previous, "duplicate_ids"
+        )
+    figures["duplicate_ids_grew_by"] = None if before is None else counted.ids - before
+    figures["duplicates_count_s"] = round(counted.seconds, 3)
+    figures["rows_stale"] = gone.rows
+    figures["stale_files"] = len(gone.files)
+    return figures
+
+
 def _finish(
     config: JobConfig,
     found: Preflight,
@@ -830,8 +855,10 @@ def _finish(
     current = index.state(config.output, out_options)
     checked = verify.check(config.output, out_options, current=current)
     files = _input_files(found.scan)
+    coverage = current.coverage()
     moved = _moved(config, out_options, held=False)
-    left = plan.plan(files, current.coverage(), config.limit, moved).rows_todo
+    left = plan.plan(files, coverage, config.limit, moved).rows_todo
+    watched = _watched(config, found, current, coverage)
     report = summary.build_summary(
         rows_ok=rows_ok,
         rows_failed=rows_failed,
@@ -855,6 +882,7 @@ def _finish(
     report["generation"] = lease.generation
     report.update(identity_fields(found.read_plan))
     report.update(summary.output_totals(current.counts(), current.keys()))
+    report.update(watched)
     runs = io.retrying(
         lambda: summary.record_run(config.output, report, out_options, run_name),
         config.io_retry_seconds,
@@ -895,6 +923,16 @@ def _finish(
         vouched = not any(f.repair == verify.UNVOUCH for f in checked.findings)
         if rows_ok + rows_failed == 0 and found.previous is not None and vouched:
             success_url = io.join(config.output, SUCCESS)  # the working runs' figures stay
+            if any(found.previous.get(k) != watched[k] for k in summary.WATCHED):
+                # ... but what the output holds now (a file gone, ids repeated) is current
+                io.retrying(
+                    lambda: summary.write_success(
+                        config.output,
+                        {**found.previous, **{k: watched[k] for k in summary.WATCHED}},
+                        out_options,
+                    ),
+                    config.io_retry_seconds,
+                )
         else:
             final = {
                 **report,

@@ -194,10 +194,23 @@ def _page(
             f"{status['rows_ok']} ok, {status['rows_failed']} failed; "
             f"models {', '.join(status['models']) or 'none'}"
         ),
+        repeats=html.escape(_repeats_line(status)),
         figures="\n".join(figures),
         more=html.escape(more),
         scripts=scripts,
         data=embedded,
+    )
+
+
+def _repeats_line(status: dict[str, Any]) -> str:
+    """Repeated ids and stale rows, as of the last run that counted them."""
+    if status.get("as_of") is None:
+        return "repeated ids and stale rows: not counted yet (no run has finished since)"
+    return (
+        f"{status['duplicate_ids']} object_id(s) with more than one row, "
+        f"{status['duplicate_ids_across_files']} of them from different input files; "
+        f"{status['rows_stale']} rows of input files that no longer exist "
+        f"(as of the {status['as_of']})"
     )
 
 
@@ -223,6 +236,7 @@ td.failed {{ color: #b42020; }}
 <body>
 <h1>{title}</h1>
 <p>{counts}</p>
+<p>{repeats}</p>
 <h2>3D</h2>
 <div id="viewer"><div id="view"></div><div id="models"></div></div>
 <p id="viewing"></p>

@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 
 from model import images, voxels
 from pipeline import index as output_index
-from pipeline import io, shards
+from pipeline import io, shards, summary
 from pipeline.layout import MANIFEST_SCHEMA, OK, RUNS, SHARDS, SUCCESS, error_kind
 
 if TYPE_CHECKING:
@@ -263,8 +263,22 @@ class Output:
 
     def status(self) -> dict[str, Any]:
         """``{"rows_ok", "rows_failed", "models"}`` over the whole output, from the
-        index's footers (and any manifest not folded yet): no row is read."""
-        return _listed_again(lambda: output_index.state(self.url, self.storage_options).counts())
+        index's footers (and any manifest not folded yet): no row is read.
+
+        With them, as of the last run or prune that counted them (named under
+        ``as_of``: its end time and kind; None before any did), ``rows_stale``
+        (committed rows of input files that no longer exist; ``jobs/prune.py``
+        drops them), ``duplicate_ids`` and ``duplicate_ids_across_files``
+        (object ids with more than one row, and those with rows from different
+        input files); each None when no run counted it."""
+        counts = _listed_again(lambda: output_index.state(self.url, self.storage_options).counts())
+        record = summary.last_record(self.url, self.storage_options, "rows_stale")
+        counts["as_of"] = (
+            f"{record.get('kind', 'run')} ended {record.get('ended')}" if record else None
+        )
+        for key in ("rows_stale", "duplicate_ids", "duplicate_ids_across_files"):
+            counts[key] = record.get(key)
+        return counts
 
     def by_category(self) -> pa.Table:
         """Rows, ok rows and mean IoU per ``category`` over the whole output (the

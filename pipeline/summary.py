@@ -91,6 +91,7 @@ def _iso(seconds: float) -> str:
 
 
 RUNNING, FINISHED, INTERRUPTED = "running", "finished", "interrupted"
+PRUNE = "prune"  # the kind of a prune's record under runs/ (pipeline.prune)
 
 
 def start_run(
@@ -141,7 +142,11 @@ def history(runs: list[Mapping[str, Any]]) -> dict[str, Any]:
     """``{"runs": N, "history": {...}}``: how many runs there were, how many
     finished and how many were interrupted (a record still ``running``: its
     rows are in the output's counts, never in these), and what the finished
-    ones processed together. Records of an older voxray count as finished."""
+    ones processed together. Records of an older voxray count as finished;
+    a prune's record (``kind`` "prune", ``pipeline.prune``) is no run of the
+    job: it is counted apart, under ``prunes``."""
+    prunes = sum(1 for r in runs if r.get("kind") == PRUNE)
+    runs = [r for r in runs if r.get("kind") != PRUNE]
     finished = [r for r in runs if r.get("status", FINISHED) != RUNNING]
     keys = ("rows_ok", "rows_failed", "wall_s")
     return {
@@ -151,6 +156,7 @@ def history(runs: list[Mapping[str, Any]]) -> dict[str, Any]:
             INTERRUPTED: len(runs) - len(finished),
             **{k: round(sum(r.get(k) or 0 for r in finished), 3) for k in keys},
         },
+        "prunes": prunes,
     }
 
 
@@ -165,6 +171,54 @@ def output_totals(counts: Mapping[str, Any], keys: int) -> dict[str, Any]:
         "failed_fraction": round(failed / rows, 6) if rows else 0.0,
         "totals": {"rows_ok": ok, "rows_failed": failed, "rows": rows, "keys": keys},
     }
+
+
+# The figures of repeated work and stale rows (pipeline.repeats) that the run
+# record and _SUCCESS carry, as of the run that wrote them.
+WATCHED = (
+    "duplicate_ids",
+    "duplicate_ids_across_files",
+    "duplicate_rows",
+    "rows_stale",
+    "stale_files",
+)
+
+
+def last_figure(
+    output: str,
+    storage_options: Mapping[str, Any] | None,
+    success: Mapping[str, Any] | None,
+    key: str,
+) -> Any:
+    """``key`` as the last run that counted it recorded it: from ``success``
+    (the output's ``_SUCCESS``) when it holds it, else from the newest run
+    record that does (a run that exited 4 or was stopped wrote no
+    ``_SUCCESS``); None when no run counted it."""
+    if success is not None and key in success:
+        return success[key]
+    return last_record(output, storage_options, key).get(key)
+
+
+def last_record(output: str, storage_options: Mapping[str, Any] | None, key: str) -> dict[str, Any]:
+    """The newest record under ``OUTPUT/runs/`` that holds ``key`` ({} if none).
+    Records are named for their start to the second, newest last; of those
+    that started in the same second (a prune right after a run), the newer
+    lease generation is the newer."""
+    urls = io.list_files(io.join(output, RUNS), ".json", storage_options)
+    found: dict[str, Any] = {}
+    second = None
+    for url in reversed(urls):
+        started = url.rsplit("/", 1)[-1].rsplit("-", 1)[0]
+        if found and started != second:
+            break
+        try:
+            record = json.loads(io.read_bytes(url, storage_options))
+        except (FileNotFoundError, ValueError):
+            continue
+        newer = not found or record.get("generation", 0) > found.get("generation", 0)
+        if key in record and newer:
+            found, second = record, started
+    return found
 
 
 def write_success(
@@ -223,6 +277,18 @@ def format_report(summary: Mapping[str, Any], success_url: str | None) -> str:
             "input file: read once, under the first"
         )
         lines += [f"            {c} = {first}" for c, first in list(duplicates.items())[:5]]
+    if summary.get("duplicate_ids"):
+        lines.append(
+            f"  repeated  {summary['duplicate_ids']} object_id(s) have more than one row "
+            f"({summary['duplicate_rows']} rows); {summary['duplicate_ids_across_files']} of "
+            "them have rows from different input files"
+        )
+    if summary.get("rows_stale"):
+        lines.append(
+            f"  stale     {summary['rows_stale']} rows of {summary['stale_files']} input "
+            "file(s) that no longer exist; see them, and drop them, with "
+            f"`python jobs/prune.py --input INPUT --output {output} [--dry-run]`"
+        )
     if summary.get("skipped_files"):
         lines.append(
             f"  skipped   {len(summary['skipped_files'])} input file(s) (--skip-bad-files):"
@@ -235,6 +301,12 @@ def format_report(summary: Mapping[str, Any], success_url: str | None) -> str:
             "(names starting with _ or ., not Parquet):"
         )
         lines += [f"            {f}" for f in ignored["first"][:5]]
+    if (summary.get("duplicate_ids_grew_by") or 0) > 0:
+        lines.append(
+            f"warning: {summary['duplicate_ids_grew_by']} more object_id(s) have more than one "
+            "row than before this run: the same objects in new rows (appended again, or a file "
+            "copied under another name?). Output.rows(id) shows each one's rows."
+        )
     if summary["failed_fraction"] > WARN_FAILED_FRACTION:
         lines.append(
             f"warning: {summary['failed_fraction']:.1%} of the output's rows failed "

@@ -297,6 +297,22 @@ def _check_success(output, options, counts, report: Report, add) -> None:
         )
 
 
+def set_aside(
+    output: str, url: str, folder: str, options: Mapping[str, Any] | None = None
+) -> str | None:
+    """Move the file ``url`` to ``OUTPUT/rejected/<folder>/`` (copied whole
+    before the original goes, so an interruption leaves it in one place or
+    both, never in none); its new URL, or None if it was already gone."""
+    target = io.join(output, REJECTED, folder, posixpath.basename(url))
+    try:
+        data = io.read_bytes(url, options)
+    except FileNotFoundError:
+        return None
+    io.write_bytes(target, data, options)
+    io.remove(url, options)
+    return target
+
+
 def repair(
     output: str,
     report: Report,
@@ -313,14 +329,9 @@ def repair(
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     for url in aside:
         check()
-        target = io.join(output, REJECTED, stamp, posixpath.basename(url))
-        try:
-            data = io.read_bytes(url, options)
-        except FileNotFoundError:
-            continue
-        io.write_bytes(target, data, options)  # copied whole before the original goes
-        io.remove(url, options)
-        done.append(f"set aside {url} -> {target}")
+        target = set_aside(output, url, stamp, options)
+        if target:
+            done.append(f"set aside {url} -> {target}")
     if aside or any(f.repair == UNVOUCH for f in report.findings):
         check()
         if io.exists(io.join(output, SUCCESS), options):

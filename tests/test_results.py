@@ -610,7 +610,16 @@ def test_status_and_categories_over_the_whole_output(tmp_path):
     index.fold(out)
     write_shard(model_rows(["d"], ["ok"]).append_column("category", pa.array(["lamp"])), out)
     reader = Output(out)
-    assert reader.status() == {"rows_ok": 3, "rows_failed": 1, "models": ["compact-test"]}
+    assert reader.status() == {
+        "rows_ok": 3,
+        "rows_failed": 1,
+        "models": ["compact-test"],
+        # counted at a run's end: no run has recorded them here
+        "as_of": None,
+        "rows_stale": None,
+        "duplicate_ids": None,
+        "duplicate_ids_across_files": None,
+    }
     table = reader.by_category().to_pylist()
     assert [(r["category"], r["rows"], r["ok"]) for r in table] == [("chair", 2, 1), ("lamp", 2, 2)]
     assert pc.sum(pc.equal(reader.manifests(["status"])["status"], "ok")).as_py() == 3
