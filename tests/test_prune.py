@@ -161,6 +161,7 @@ def test_the_job_reports_repeated_ids_and_warns_when_they_grow(ray_local, tmp_pa
     code, out, err = job(str(catalog), output, capsys)
     assert code == 0, err
     said = success(output)
+    assert (said["rows_ok"], said["rows_skipped"], said["output_rows_ok"]) == (1, 6, 7)  # only c
     assert (said["duplicate_ids"], said["duplicate_ids_across_files"]) == (3, 2)
     assert said["duplicate_ids_grew_by"] == 1
     assert "warning: 1 more object_id(s) have more than one row than before this run" in out
