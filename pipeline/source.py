@@ -184,8 +184,8 @@ class _FileRead:
             if expected and source.content != expected:
                 meta = source.metadata
                 raise self._changed(
-                    f"{meta.num_rows:,} rows in {meta.num_row_groups:,} row groups, "
-                    f"{source.size:,} bytes (content {source.content[:16]})"
+                    f"{_shape(meta.num_rows, meta.num_row_groups, source.size)} "
+                    f"(content {source.content[:16]})"
                 )
             yield source
 
@@ -194,10 +194,7 @@ class _FileRead:
         if self.planned is None:
             return content
         groups = self.planned.row_groups
-        return (
-            f"{sum(groups):,} rows in {len(groups):,} row groups, {self.planned.size:,} bytes "
-            f"({content})"
-        )
+        return f"{_shape(sum(groups), len(groups), self.planned.size)} ({content})"
 
     def _changed(self, found: str) -> InputChangedDuringRun:
         return InputChangedDuringRun(
@@ -280,6 +277,10 @@ class _FileRead:
             )
             yield with_row_keys(table, keys, error)
         self.position, self.given = self.position + 1, 0
+
+
+def _shape(rows: int, groups: int, size: int) -> str:
+    return f"{rows:,} rows in {groups:,} row group{'' if groups == 1 else 's'}, {size:,} bytes"
 
 
 def _wanted(fragment: Fragment, first: int, stop: int) -> range | list[int]:
