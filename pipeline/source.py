@@ -178,6 +178,8 @@ class _FileRead:
                 "read; restore it and rerun the same command to resume."
             ) from None
         except inputs.InputReadError as exc:
+            if io.permanent_cause(exc) is not None:  # access denied: exit 3, not "changed"
+                raise PermissionError(str(exc)) from None
             raise self._changed(f"a file whose footer cannot be read ({exc.reason})") from None
         with source:
             expected = self.fragments[0].content
