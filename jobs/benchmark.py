@@ -1602,8 +1602,48 @@ def bench_row_groups(args: argparse.Namespace, root: str) -> dict:
     result["new_many_over_arrow"] = round(median["new_many"] / median["arrow_many"], 2)
     if args.compare:
         result["speedup_many"] = round(median["old_many"] / median["new_many"], 1)
+    if args.job:
+        result.update(_row_groups_job(args, Path(root)))
     shutil.rmtree(root, ignore_errors=True)
     return result
+
+
+def _row_groups_job(args: argparse.Namespace, root: Path) -> dict:
+    """The whole job (``--stand-in latency_ms=0``: decode and everything around
+    the model) on ``--groups`` rows of real procedural views, one file of
+    one-row groups against one row group, alternating: wall medians, ratio."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import shapes
+    from model.defaults import BATCH_SIZE
+
+    made = [shapes.generate_object(SEED, i, views=5) for i in range(50)]  # repeated
+    n = args.groups
+    table = pa.table(
+        {
+            "object_id": [f"obj-{i:06d}" for i in range(n)],
+            "views": pa.array([made[i % 50]["views"] for i in range(n)], pa.list_(pa.binary())),
+        }
+    )
+    catalogs = {"many": root / "job-many", "one": root / "job-one"}
+    for name, folder in catalogs.items():
+        folder.mkdir(parents=True, exist_ok=True)
+        # no dictionary: the one-group file must not store the repeated views once
+        pq.write_table(table, folder / "part.parquet", use_dictionary=False,
+                       row_group_size=1 if name == "many" else n)  # fmt: skip
+    walls: dict[str, list[float]] = {name: [] for name in catalogs}
+    for r in range(args.repeats):
+        for name, folder in catalogs.items():
+            flags = ["--stand-in", "latency_ms=0"]
+            done = run_job(folder, root / f"job-out-{name}-{r}", BATCH_SIZE, flags)
+            walls[name].append(done["wall_s"])
+    wall = {name: statistics.median(v) for name, v in walls.items()}
+    return {
+        "job_many_wall_s": round(wall["many"], 1),
+        "job_one_wall_s": round(wall["one"], 1),
+        "job_many_over_one": round(wall["many"] / wall["one"], 2),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1669,6 +1709,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     n.add_argument("--repeats", type=int, default=3, help="alternating runs of the read (median)")
     n.add_argument("--compare", default="", help="a checkout of older code, read side by side")
+    n.add_argument(
+        "--job",
+        action="store_true",
+        help="also the whole job (--stand-in latency_ms=0) on both files",
+    )
     n.add_argument("--json", action="store_true", help="last line printed is JSON")
     d = sub.add_parser("decode", help="views decoded per second on one core")
     d.add_argument("--catalog", default="", help="a local Parquet folder; default: procedural")
