@@ -15,7 +15,7 @@ are measured side by side in one run.
     python jobs/benchmark.py decode --json
     python jobs/benchmark.py flags --json
     python jobs/benchmark.py scale --committed 10000000 [--s3] --json
-    python jobs/benchmark.py scan --files 10000 [--s3] --json
+    python jobs/benchmark.py scan --files 10000 [--s3] [--groups 5000 --compare OLD] --json
 
 `pipeline` runs the whole job (`jobs/reconstruct.py`, its own local Ray) on N
 procedural objects and on 10N (the same objects copied), each `--repeats`
@@ -1531,7 +1531,9 @@ def _start_moto():
 def bench_scan(args: argparse.Namespace) -> dict:
     """The input pre-flight: list ``--files`` small Parquet files and read every
     footer (``pipeline.inputs.scan``), in a fresh process, as the job's driver
-    does before Ray starts: seconds, and that process's peak RSS."""
+    does before Ray starts: seconds, and that process's peak RSS. Then, unless
+    ``--groups 0``, the read of one file of ``--groups`` one-row groups against
+    the same rows in one row group (``bench_row_groups``)."""
     import subprocess
     import tempfile
 
@@ -1569,6 +1571,9 @@ print(json.dumps({{"list_s": listed, "scan_s": time.perf_counter() - t - listed,
             [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
         )
         measured = json.loads(out.stdout.strip().splitlines()[-1])
+        groups = (
+            bench_row_groups(args, tempfile.mkdtemp(prefix="voxray-groups-")) if args.groups else {}
+        )
         return {
             "files": args.files,
             "storage": "s3 (moto)" if args.s3 else "local",
@@ -1577,11 +1582,151 @@ print(json.dumps({{"list_s": listed, "scan_s": time.perf_counter() - t - listed,
             "ms_per_file": round(1000 * measured["scan_s"] / args.files, 3),
             "usable": measured["usable"],
             "driver_peak_rss_mib": round(measured["peak_rss_mib"], 1),
+            **groups,
         }
     finally:
         if moto is not None:
             moto.terminate()
             moto.wait(10)
+
+
+# One pass of the job's read path over a catalog, in a fresh process whose
+# sys.path starts at a checkout (this one, or older code given by --compare):
+# the pre-flight plans it, then every read task of the job's datasource runs
+# here, in turn, as Ray would run each. Only names both versions have are used.
+_READ_PASS = """
+import json, sys, time
+sys.path.insert(0, {code!r})
+from pipeline import job
+from pipeline.source import CatalogSource
+t = time.perf_counter()
+found = job.preflight(job.JobConfig(input={input!r}, output={output!r}))
+planned = time.perf_counter() - t
+source = CatalogSource(found.read_plan, found.scan.schema, 256, {{}})
+tasks = source.get_read_tasks(1)
+t = time.perf_counter()
+rows = sum(block.num_rows for task in tasks for block in task())
+print(json.dumps({{"plan_s": planned, "read_s": time.perf_counter() - t, "rows": rows,
+                  "tasks": len(tasks)}}))
+"""
+
+
+# The floor: the same file read by plain pyarrow (every row group in one
+# pre-buffered pass of 256-row batches), no plan, no check, no row keys.
+_ARROW_PASS = """
+import glob, json, time
+import pyarrow.parquet as pq
+t = time.perf_counter()
+rows = 0
+for path in glob.glob({input!r} + "/*.parquet"):
+    with open(path, "rb") as f:
+        parquet = pq.ParquetFile(f, pre_buffer=True)
+        groups = list(range(parquet.metadata.num_row_groups))
+        rows += sum(b.num_rows for b in parquet.iter_batches(256, row_groups=groups))
+print(json.dumps({{"plan_s": 0.0, "read_s": time.perf_counter() - t, "rows": rows, "tasks": 1}}))
+"""
+
+
+def bench_row_groups(args: argparse.Namespace, root: str) -> dict:
+    """One local file of ``--groups`` one-row groups against the same rows in
+    one row group, read through the job's own read path (``_READ_PASS``):
+    medians of ``--repeats`` alternating runs, their ratio, the same for plain
+    pyarrow (``_ARROW_PASS``, the floor), and with ``--compare`` for older
+    code, all run alternately."""
+    import shutil
+    import subprocess
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    # Photos do not compress: views of random bytes, ~8 kB a row as five small photos.
+    rng = np.random.default_rng(SEED)
+    n = args.groups
+    table = pa.table(
+        {
+            "object_id": [f"obj-{i:06d}" for i in range(n)],
+            "views": pa.array(
+                [[rng.bytes(1600) for _ in range(5)] for _ in range(n)], pa.list_(pa.binary())
+            ),
+            "category": np.array(["chair", "table", "car", "lamp"])[np.arange(n) % 4],
+        }
+    )
+    catalogs = {"many": os.path.join(root, "groups-many"), "one": os.path.join(root, "groups-one")}
+    for name, folder in catalogs.items():
+        os.makedirs(folder, exist_ok=True)
+        pq.write_table(table, os.path.join(folder, "part.parquet"),
+                       row_group_size=1 if name == "many" else n)  # fmt: skip
+    codes = {"new": str(REPO), "arrow": ""}
+    if args.compare:
+        codes["old"] = os.path.abspath(args.compare)
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "PYTHONPATH")}
+    runs: dict[str, list[dict]] = {f"{c}_{k}": [] for c in codes for k in catalogs}
+    for _ in range(args.repeats):  # alternating: the machine's noise hits every case alike
+        for code, path in codes.items():
+            for name, folder in catalogs.items():
+                script = (_READ_PASS if path else _ARROW_PASS).format(
+                    code=path, input=folder, output=os.path.join(root, f"out-{code}-{name}")
+                )
+                out = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                                     text=True, env=env, check=True)  # fmt: skip
+                measured = json.loads(out.stdout.strip().splitlines()[-1])
+                assert measured["rows"] == n, measured
+                runs[f"{code}_{name}"].append(measured)
+    result: dict = {"row_groups": n, "repeats": args.repeats}
+    median = {k: statistics.median(r["read_s"] for r in v) for k, v in runs.items()}
+    for key, values in runs.items():
+        result[f"{key}_read_s"] = round(median[key], 3)
+        result[f"{key}_plan_s"] = round(statistics.median(r["plan_s"] for r in values), 3)
+        result[f"{key}_read_tasks"] = values[0]["tasks"]
+    for code in codes:
+        result[f"{code}_many_over_one"] = round(median[f"{code}_many"] / median[f"{code}_one"], 2)
+    # what the job's reader adds to pyarrow's own read of the many-group file
+    result["new_many_over_arrow"] = round(median["new_many"] / median["arrow_many"], 2)
+    if args.compare:
+        result["speedup_many"] = round(median["old_many"] / median["new_many"], 1)
+    if args.job:
+        result.update(_row_groups_job(args, Path(root)))
+    shutil.rmtree(root, ignore_errors=True)
+    return result
+
+
+def _row_groups_job(args: argparse.Namespace, root: Path) -> dict:
+    """The whole job (``--stand-in latency_ms=0``: decode and everything around
+    the model) on ``--groups`` rows of real procedural views, one file of
+    one-row groups against one row group, alternating: wall medians, ratio."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import shapes
+    from model.defaults import BATCH_SIZE
+
+    made = [shapes.generate_object(SEED, i, views=5) for i in range(50)]  # repeated
+    n = args.groups
+    table = pa.table(
+        {
+            "object_id": [f"obj-{i:06d}" for i in range(n)],
+            "views": pa.array([made[i % 50]["views"] for i in range(n)], pa.list_(pa.binary())),
+        }
+    )
+    catalogs = {"many": root / "job-many", "one": root / "job-one"}
+    for name, folder in catalogs.items():
+        folder.mkdir(parents=True, exist_ok=True)
+        # no dictionary: the one-group file must not store the repeated views once
+        pq.write_table(table, folder / "part.parquet", use_dictionary=False,
+                       row_group_size=1 if name == "many" else n)  # fmt: skip
+    walls: dict[str, list[float]] = {name: [] for name in catalogs}
+    for r in range(args.repeats):
+        for name, folder in catalogs.items():
+            flags = ["--stand-in", "latency_ms=0"]
+            done = run_job(folder, root / f"job-out-{name}-{r}", BATCH_SIZE, flags)
+            walls[name].append(done["wall_s"])
+    wall = {name: statistics.median(v) for name, v in walls.items()}
+    return {
+        "job_many_wall_s": round(wall["many"], 1),
+        "job_one_wall_s": round(wall["one"], 1),
+        "job_many_over_one": round(wall["many"] / wall["one"], 2),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1642,6 +1787,19 @@ def main(argv: list[str] | None = None) -> int:
     n = sub.add_parser("scan", help="the input pre-flight: every footer of N small files")
     n.add_argument("--files", type=int, default=10_000)
     n.add_argument("--s3", action="store_true", help="on a moto S3 server on loopback")
+    n.add_argument(
+        "--groups",
+        type=int,
+        default=5000,
+        help="read one file of N one-row groups vs one group of N rows (0: skip)",
+    )
+    n.add_argument("--repeats", type=int, default=3, help="alternating runs of the read (median)")
+    n.add_argument("--compare", default="", help="a checkout of older code, read side by side")
+    n.add_argument(
+        "--job",
+        action="store_true",
+        help="also the whole job (--stand-in latency_ms=0) on both files",
+    )
     n.add_argument("--json", action="store_true", help="last line printed is JSON")
     d = sub.add_parser("decode", help="views decoded per second on one core")
     d.add_argument("--catalog", default="", help="a local Parquet folder; default: procedural")

@@ -460,6 +460,7 @@ def build_dataset(
         config.rows_per_block,
         config.options(config.input),
         config.io_retry_seconds,
+        files=_input_files(found.scan),
     )
     ds = ray.data.read_datasource(source, override_num_blocks=len(source.groups))
     ds = ds.map_batches(
@@ -685,6 +686,10 @@ def _run(
         if lease.lost or "StaleGeneration" in repr(exc):
             print(f"error: {_lost(lease)}", file=sys.stderr)
             return EXIT_RUN
+        changed = _input_changed(exc)
+        if changed is not None:
+            print(f"error: the run stopped: {changed}", file=sys.stderr)
+            return EXIT_RUN
         cause = io.permanent_cause(exc)
         if cause is not None:
             print(
@@ -739,6 +744,24 @@ def root_cause(exc: BaseException) -> str:
     return found[:400]
 
 
+def _input_changed(exc: BaseException) -> str | None:
+    """The message of an ``inputs.InputChangedDuringRun`` behind ``exc`` (a read
+    task's error reaches the driver wrapped by Ray, and perhaps only as text)."""
+    texts = []
+    while exc is not None and len(texts) < 8:
+        if type(exc) is inputs.InputChangedDuringRun:  # not a wrapper posing as one
+            return str(exc)
+        texts.append(str(exc))
+        exc = getattr(exc, "cause", None) or exc.__cause__
+    for text in texts:
+        for line in text.splitlines():
+            found = _CHANGED_LINE.match(line)
+            if found:
+                return found.group(1).strip()
+    return None
+
+
+_CHANGED_LINE = re.compile(r"^\s*(?:[\w.]+\.)?InputChangedDuringRun: (.+)$")
 _ERROR_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception|Failed|Exit))(?:\(.*?\))?: (.+)$")
 _WRAPPERS = {"RayTaskError", "UserCodeException", "RayDataUserCodeException", "RayActorError"}
 

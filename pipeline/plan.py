@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -414,91 +413,49 @@ def read_fragment(
     """The fragment's rows that are not committed, as tables of at most
     ``batch_rows`` rows with a ``row_key`` and a ``read_error`` column, and
     the input's other columns under their manifest names
-    (``pipeline.columns.carried_name``). A
-    transient storage error (an outage, throttling) re-opens the file and
-    carries on after the rows already given, for at most ``retry_seconds``. A
-    row group that cannot be read (a corrupt page the footer did not show)
-    gives its remaining rows as rows without data whose ``read_error`` says
-    why: they become failed manifest rows, and the other fragments go on."""
-    from pipeline import inputs
+    (``pipeline.columns.carried_name``): the job's reader
+    (``pipeline.source.read_file``) on one fragment."""
+    from pipeline.source import read_file
 
-    given = 0  # rows of the fragment already looked at
-    deadline = time.monotonic() + retry_seconds
-    while True:
-        try:
-            position = 0
-            for batch in inputs.iter_batches(
-                fragment.file, fragment.row_group, batch_rows, columns, storage_options
-            ):
-                start, position = position, position + batch.num_rows
-                stop = min(position, fragment.rows)
-                if stop > given:
-                    table = _rows(fragment, batch, start, max(start, given), stop)
-                    given = stop
-                    if table is not None:
-                        yield table
-                if position >= fragment.rows:
-                    return
-            return
-        except inputs.InputReadError as exc:
-            if io.is_transient(exc) and time.monotonic() <= deadline:
-                time.sleep(1.0)
-                continue
-            if io.is_transient(exc):
-                raise
-            for first in range(given, fragment.rows, batch_rows):
-                stop = min(first + batch_rows, fragment.rows)
-                nulls = pa.table([pa.nulls(stop - first, f.type) for f in columns], schema=columns)
-                table = _rows(fragment, nulls, first, first, stop, str(exc))
-                if table is not None:
-                    yield table
-            return
-        except Exception as exc:
-            if not io.is_transient(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(1.0)
+    return read_file([fragment], columns, batch_rows, storage_options, retry_seconds)
 
 
-def _rows(
-    fragment: Fragment,
-    batch: pa.Table,
-    start: int,
-    first: int,
-    stop: int,
-    error: str | None = None,
-):
-    """Rows ``first..stop`` of the fragment (``batch`` starts at row ``start``)
-    that are not committed, with their row keys and ``error`` as their
-    ``read_error``; None when there are none."""
-    if not fragment.done:
-        rows = list(range(first, stop))
-        table = batch.slice(first - start, stop - first)
-    else:
-        rows = [r for r in range(first, stop) if not any(a <= r < b for a, b in fragment.done)]
-        if not rows:
-            return None
-        table = batch.take(pa.array([r - start for r in rows], pa.int64()))
-    # Carried columns under their manifest names from here on: no column the
-    # job adds (row_key, read_error, status, ...) meets an input one.
+def with_row_keys(table: pa.Table, keys: list[str], error: str | None = None) -> pa.Table:
+    """Input rows with the reader's columns added: their ``row_key`` and
+    ``error`` as their ``read_error``. Carried columns are put under their
+    manifest names first, so no column the job adds (row_key, read_error,
+    status, ...) meets an input one."""
     table = carry(table)
-    keys = pa.array([f"{fragment.key}:{r}" for r in rows], pa.string())
-    errors = pa.array([error] * len(rows), pa.string())
-    return table.append_column("row_key", keys).append_column(READ_ERROR, errors)
+    errors = pa.array([error] * len(keys), pa.string())
+    return table.append_column("row_key", pa.array(keys, pa.string())).append_column(
+        READ_ERROR, errors
+    )
 
 
 def groups(fragments: list[Fragment], parallelism: int, min_rows: int = 1) -> list[list[Fragment]]:
     """``fragments`` in at most about ``parallelism`` groups of consecutive
     ones, of about equal rows to do and at least ``min_rows`` each (small
-    files share a read task, whose blocks then hold whole ``min_rows``)."""
+    files share a read task, whose blocks then hold whole ``min_rows``).
+
+    A file is split between groups only in pieces of at least as many rows as
+    it has fragments planned: each read task parses the footer of every file
+    it reads, which grows with the file's row groups, so a file of 5,000
+    one-row groups cut into 20 tasks would parse its footer 20 times."""
     if not fragments:
         return []
     target = max(min_rows, -(-sum(f.todo for f in fragments) // max(1, parallelism)))
-    out: list[list[Fragment]] = [[]]
-    rows = 0
+    per_file: dict[str, int] = {}
     for f in fragments:
-        if rows >= target:
+        per_file[f.file] = per_file.get(f.file, 0) + 1
+    out: list[list[Fragment]] = [[]]
+    rows = piece = 0  # rows of the group, and of its last file
+    for f in fragments:
+        if out[-1] and out[-1][-1].file != f.file:
+            piece = 0
+        if rows >= target and (piece == 0 or piece >= per_file[f.file]):
             out.append([])
-            rows = 0
+            rows = piece = 0
         out[-1].append(f)
         rows += f.todo
+        piece += f.todo
     return out

@@ -89,11 +89,16 @@ def test_scale_and_scan_benchmark_clis(tmp_path):
     assert result["status"]["rows_ok"] == 3000 and result["lookup_found"]
     assert 0 < result["grid_cold_bytes"] < 64 * 1024
     out = subprocess.run(
-        [sys.executable, "jobs/benchmark.py", "scan", "--files", "30", "--json"],
+        [sys.executable, "jobs/benchmark.py", "scan", "--files", "30", "--groups", "50",
+         "--repeats", "1", "--json"],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
-    assert json.loads(out.stdout.strip().splitlines()[-1])["usable"] == 30
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["usable"] == 30 and result["row_groups"] == 50
+    assert result["new_many_read_tasks"] == result["new_one_read_tasks"] == 1
+    for key in ("new_many_read_s", "new_one_read_s", "new_many_over_one", "arrow_many_over_one"):
+        assert result[key] > 0, key
 
 
 def test_flags_benchmark_counts_good_views_flagged(tmp_path):

@@ -121,10 +121,12 @@ def test_skipping_bad_files_keeps_every_good_row(hostile, tmp_path, ray_local, m
     assert "running at most 1 actor" in err  # --actors 2 on 2 CPUs: sized down, no hang
     table = read_manifests(output)
     name, count = hostile["unreadable_rows"]
-    unreadable = [r for r in table.to_pylist() if r["object_id"] is None]
+    # the corrupt page is the object_id column's: its rows are named by their row key
+    unreadable = [r for r in table.to_pylist() if r["object_id"].startswith("unread:")]
     assert len(unreadable) == count
     assert all(r["status"] == "failed" and name in r["error"] for r in unreadable)
-    rows = [r for r in table.to_pylist() if r["object_id"] is not None]
+    assert all(r["object_id"] == f"unread:{r['row_key']}" for r in unreadable)
+    rows = [r for r in table.to_pylist() if not r["object_id"].startswith("unread:")]
     assert sorted(r["object_id"] for r in rows) == sorted(hostile["ok"] + list(hostile["failed"]))
     for r in rows:
         if r["object_id"] in hostile["failed"]:
