@@ -32,6 +32,7 @@ change or remove a manifest.
 
 from __future__ import annotations
 
+import base64
 import bisect
 import hashlib
 import json
@@ -315,7 +316,14 @@ def read_entry(url: str, identity: str, options: Mapping[str, Any] | None) -> En
 
 def _carried_types(meta: pq.FileMetaData) -> dict[str, pa.DataType]:
     """The types of a manifest's or part's carried columns (all but the manifest's own)."""
-    schema = meta.schema.to_arrow_schema()
+    raw = (meta.metadata or {}).get(b"ARROW:schema")
+    # The Arrow schema pyarrow wrote, read alone: ``to_arrow_schema`` copies the
+    # file's key-value metadata (a part's entries, ~0.2 MB) into each schema,
+    # which raised the pre-flight's peak by ~22 MiB at 10^7 rows (measured).
+    if raw is None:
+        schema = meta.schema.to_arrow_schema()
+    else:
+        schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(raw)))
     return {f.name: f.type for f in schema if f.name not in MANIFEST_SCHEMA.names}
 
 

@@ -25,7 +25,6 @@ This module must never read an input row, and never write.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -33,7 +32,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from pipeline import index, io, plan
 
@@ -42,8 +40,8 @@ CONTENT_DIGITS = 16  # its content part (8 in a legacy key)
 
 
 def name_part(url: str) -> str:
-    """The name part of the fragment keys of the file at ``url``."""
-    return hashlib.sha256(io.canonical_url(url).encode()).hexdigest()[:NAME_DIGITS]
+    """The name part of the fragment keys of the file at ``url``, however spelled."""
+    return plan.file_name(io.canonical_url(url))
 
 
 @dataclass(frozen=True)
@@ -212,6 +210,8 @@ def _hash_strings(ids: pa.ChunkedArray) -> np.ndarray:
 def repeated_ids_in(table: pa.Table, started: float | None = None) -> Repeats:
     """Count the repeated ids of ``table`` (``object_id`` and ``row_key``
     columns); a null id (a row whose id could not be read) repeats nothing."""
+    import pyarrow.compute as pc  # at the run's end only: ~9 MiB the pre-flight does without
+
     started = time.monotonic() if started is None else started
     several = _several(table.column("object_id"))
     if len(several) == 0:
@@ -222,6 +222,8 @@ def repeated_ids_in(table: pa.Table, started: float | None = None) -> Repeats:
 
 def _several(ids: pa.ChunkedArray) -> pa.StructArray:
     """``{values, counts}`` of the ids (not null) that occur more than once."""
+    import pyarrow.compute as pc
+
     if len(ids) == 0:
         return pa.array([], pa.struct([("values", pa.string()), ("counts", pa.int64())]))
     counts = pc.value_counts(ids)
@@ -232,6 +234,8 @@ def _several(ids: pa.ChunkedArray) -> pa.StructArray:
 
 def _tally(several: pa.StructArray, rows: pa.Table, started: float) -> Repeats:
     """The figures, from the repeated ids' counts and their rows' keys."""
+    import pyarrow.compute as pc
+
     # The name part of a key is its first NAME_DIGITS characters (the pinned
     # key format: 12 hex, then "-").
     names = pc.utf8_slice_codeunits(rows.column("row_key"), 0, NAME_DIGITS)
